@@ -1,0 +1,1 @@
+"""seekless runtime package: what the Lambda layer ships."""

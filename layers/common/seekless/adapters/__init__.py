@@ -1,0 +1,1 @@
+"""Adapters: the real clients behind the ports (DeepSeek over httpx, Redis, DynamoDB)."""

@@ -1,0 +1,89 @@
+"""The one settings model. Read from the environment once per execution environment (see wiring).
+
+Every field has a sane default so a local developer needs no configuration at all; template.yaml sets
+the AWS values. Field names map to upper-case environment variables; the ``SEEKLESS_`` prefix is
+used except for the few names that other tools already know (REDIS_URL, DEEPSEEK_*).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ModelSpec(BaseModel):
+    """One entry of the model catalogue: what the client names and what goes upstream."""
+
+    upstream: str
+    thinking: Literal["enabled", "disabled"] | None = None  # forced by an alias; None = client decides
+    max_output_tokens: int = 384_000
+    context_tokens: int = 1_000_000
+    # USD per million tokens, for the estimated-cost metric.
+    price_input_cache_hit: float = 0.0
+    price_input_cache_miss: float = 0.0
+    price_output: float = 0.0
+
+
+def default_catalogue() -> dict[str, ModelSpec]:
+    flash = {"price_input_cache_hit": 0.028, "price_input_cache_miss": 0.28, "price_output": 0.42}
+    pro = {"price_input_cache_hit": 0.07, "price_input_cache_miss": 0.56, "price_output": 1.68}
+    return {
+        "deepseek-flash": ModelSpec(upstream="deepseek-flash", **flash),
+        "deepseek-v4-pro": ModelSpec(upstream="deepseek-v4-pro", **pro),
+        # Retired on 2026-07-24; kept as aliases so old clients keep working.
+        "deepseek-chat": ModelSpec(upstream="deepseek-flash", thinking="disabled", **flash),
+        "deepseek-reasoner": ModelSpec(upstream="deepseek-flash", thinking="enabled", **flash),
+    }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEEKLESS_", extra="ignore", populate_by_name=True)
+
+    environment: Literal["aws", "local"] = "aws"
+
+    # DeepSeek
+    deepseek_base_url: str = Field(
+        "https://api.deepseek.com", validation_alias=AliasChoices("DEEPSEEK_BASE_URL", "deepseek_base_url")
+    )
+    # Local development only. On AWS the key lives in Secrets Manager (deepseek_secret_name).
+    deepseek_api_key: str | None = Field(
+        None, validation_alias=AliasChoices("DEEPSEEK_API_KEY", "deepseek_api_key"), repr=False
+    )
+    deepseek_secret_name: str | None = None
+    secret_cache_seconds: int = 300
+    models: dict[str, ModelSpec] = Field(default_factory=default_catalogue)
+    default_model: str = "deepseek-flash"
+
+    # Request limits
+    max_body_bytes: int = 1_048_576
+    max_tokens_cap: int = 32_768
+    default_max_tokens: int = 4_096
+    max_messages: int = 2_000
+
+    # Upstream call behaviour
+    request_deadline_seconds: float = 25.0  # under API Gateway's 29 s integration timeout
+    connect_timeout_seconds: float = 3.0
+    retry_attempts: int = 3  # total attempts, first one included
+    retry_base_delay_seconds: float = 0.2
+    retry_max_delay_seconds: float = 4.0
+    breaker_failure_threshold: int = 5
+    breaker_cooldown_seconds: float = 30.0
+    max_upstream_connections: int = 100
+
+    # Redis
+    redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    redis_timeout_seconds: float = 0.25
+    cache_ttl_seconds: int = 3_600
+    single_flight_wait_seconds: float = 25.0
+
+    # DynamoDB
+    sessions_table: str = "seekless-sessions"
+    keys_table: str = "seekless-keys"
+    session_ttl_days: int = 30
+    history_token_budget: int = 64_000
+    key_cache_seconds: float = 60.0
+
+    # Observability
+    service_name: str = Field("seekless", validation_alias=AliasChoices("POWERTOOLS_SERVICE_NAME", "service_name"))

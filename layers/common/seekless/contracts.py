@@ -1,0 +1,257 @@
+"""Wire contracts: the OpenAI-compatible request we accept and the results the generation routine yields.
+
+API models (pydantic, validated at the edge) are kept apart from the small frozen dataclasses the
+domain passes around (``ChatResult``, ``StreamDelta``...), which cost nothing to build per token.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    # DeepSeek requires it back on assistant turns that made tool calls.
+    reasoning_content: str | None = None
+    # DeepSeek chat prefix completion (beta); passed through untouched.
+    prefix: bool | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _flatten_text_parts(cls, value: str | list[TextPart] | None) -> str | None:
+        if isinstance(value, list):
+            return "".join(part.text for part in value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_role_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.role in ("system", "user", "tool") and self.content is None:
+            raise ValueError(f"a {self.role} message needs content")
+        if self.role == "assistant" and self.content is None and not self.tool_calls:
+            raise ValueError("an assistant message needs content or tool_calls")
+        return self
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else ""
+
+
+class Thinking(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["enabled", "disabled"]
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool = False
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object"]
+
+
+class ChatCompletionRequest(BaseModel):
+    """POST /v1/chat/completions. Unknown fields are refused, as OpenAI refuses them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    stop: str | list[str] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    thinking: Thinking | None = None
+    reasoning_effort: Literal["low", "medium", "high", "max"] | None = None
+    n: Annotated[int, Field(ge=1, le=1)] | None = None
+    user: str | None = None
+    # seekless extension: continue a stored conversation (also the X-Session-Id header).
+    session_id: str | None = None
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    prompt_cache_hit_tokens: int = 0
+    prompt_cache_miss_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> Usage:
+        details = data.get("completion_tokens_details") or {}
+        return cls(
+            prompt_tokens=int(data.get("prompt_tokens") or 0),
+            completion_tokens=int(data.get("completion_tokens") or 0),
+            prompt_cache_hit_tokens=int(data.get("prompt_cache_hit_tokens") or 0),
+            prompt_cache_miss_tokens=int(data.get("prompt_cache_miss_tokens") or 0),
+            reasoning_tokens=int(details.get("reasoning_tokens") or 0),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "prompt_cache_hit_tokens": self.prompt_cache_hit_tokens,
+            "prompt_cache_miss_tokens": self.prompt_cache_miss_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.prompt_cache_hit_tokens},
+        }
+        if self.reasoning_tokens:
+            wire["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return wire
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDelta:
+    """One upstream chunk's worth of new output. Content and reasoning are kept apart."""
+
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The last event of an upstream stream: why it stopped and what it cost."""
+
+    id: str
+    model: str
+    finish_reason: str
+    usage: Usage | None = None
+
+
+StreamEvent = StreamDelta | StreamEnd
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """A finished generation: what a non-streamed answer holds and what the cache stores."""
+
+    id: str
+    model: str
+    content: str
+    reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.reasoning_content is not None:
+            message["reasoning_content"] = self.reasoning_content
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        return message
+
+    def to_completion(self) -> dict[str, Any]:
+        """The OpenAI ``chat.completion`` object."""
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "message": self.message(), "finish_reason": self.finish_reason, "logprobs": None}
+            ],
+            "usage": self.usage.to_wire(),
+        }
+
+    def to_cache(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "content": self.content,
+            "reasoning_content": self.reasoning_content,
+            "tool_calls": self.tool_calls,
+            "finish_reason": self.finish_reason,
+            "usage": self.usage.to_wire(),
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_cache(cls, data: dict[str, Any]) -> ChatResult:
+        return cls(
+            id=data["id"],
+            model=data["model"],
+            content=data["content"],
+            reasoning_content=data.get("reasoning_content"),
+            tool_calls=data.get("tool_calls"),
+            finish_reason=data.get("finish_reason") or "stop",
+            usage=Usage.from_wire(data.get("usage") or {}),
+            created=int(data.get("created") or time.time()),
+        )
+
+
+class ResultBuilder:
+    """Accumulates stream deltas into a ChatResult (tool-call fragments merged by index)."""
+
+    def __init__(self) -> None:
+        self._content: list[str] = []
+        self._reasoning: list[str] = []
+        self._tool_calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, delta: StreamDelta) -> None:
+        if delta.content:
+            self._content.append(delta.content)
+        if delta.reasoning_content:
+            self._reasoning.append(delta.reasoning_content)
+        for fragment in delta.tool_calls or ():
+            index = int(fragment.get("index", len(self._tool_calls)))
+            call = self._tool_calls.setdefault(
+                index, {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            if fragment.get("id"):
+                call["id"] = fragment["id"]
+            function = fragment.get("function") or {}
+            call["function"]["name"] += function.get("name") or ""
+            call["function"]["arguments"] += function.get("arguments") or ""
+
+    def build(self, *, id: str, model: str, finish_reason: str, usage: Usage | None) -> ChatResult:
+        return ChatResult(
+            id=id,
+            model=model,
+            content="".join(self._content),
+            reasoning_content="".join(self._reasoning) if self._reasoning else None,
+            tool_calls=[self._tool_calls[i] for i in sorted(self._tool_calls)] or None,
+            finish_reason=finish_reason,
+            usage=usage or Usage(),
+        )

@@ -1,0 +1,1 @@
+"""Local stack and developer tooling. Never shipped in the Lambda layer, never imported by a handler."""
