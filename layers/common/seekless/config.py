@@ -74,6 +74,7 @@ class Settings(BaseSettings):
 
     # Redis
     redis_url: str | None = Field(None, validation_alias=AliasChoices("REDIS_URL", "redis_url"))
+    redis_cluster: bool = False  # ElastiCache Serverless: true (cluster mode, hence hash tags in keys)
     redis_timeout_seconds: float = 0.25
     cache_ttl_seconds: int = 3_600
     single_flight_wait_seconds: float = 25.0

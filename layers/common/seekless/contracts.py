@@ -189,9 +189,7 @@ class ChatResult:
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [
-                {"index": 0, "message": self.message(), "finish_reason": self.finish_reason, "logprobs": None}
-            ],
+            "choices": [{"index": 0, "message": self.message(), "finish_reason": self.finish_reason, "logprobs": None}],
             "usage": self.usage.to_wire(),
         }
 

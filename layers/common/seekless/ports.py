@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from seekless.contracts import ChatResult, StreamEvent
+from seekless.models import ApiKeyRecord, Page, Session, StoredMessage
 
 
 class ChatModel(Protocol):
@@ -29,3 +30,47 @@ class CircuitBreaker(Protocol):
     async def record_success(self) -> None: ...
 
     async def record_failure(self) -> None: ...
+
+
+class ResponseCache(Protocol):
+    """Finished answers by cache key, plus a lease so identical concurrent misses call upstream once.
+
+    Implementations fail open: an unavailable store reads as a miss and a write is dropped.
+    """
+
+    async def get(self, key: str) -> ChatResult | None: ...
+
+    async def put(self, key: str, result: ChatResult, ttl_seconds: int) -> None: ...
+
+    async def acquire(self, key: str, lease_seconds: float) -> str | None:
+        """A lease token when this caller should compute the answer, None when another caller is."""
+        ...
+
+    async def release(self, key: str, token: str) -> None: ...
+
+    async def leased(self, key: str) -> bool:
+        """Whether some caller holds the lease for ``key`` right now."""
+        ...
+
+
+class SessionStore(Protocol):
+    """Conversations, one item per message. Every call names the tenant: another tenant's session is
+    indistinguishable from a missing one."""
+
+    def create(self, tenant_id: str, *, title: str | None, metadata: dict[str, str]) -> Session: ...
+
+    def get(self, tenant_id: str, session_id: str) -> Session: ...
+
+    def list_sessions(self, tenant_id: str, *, limit: int, after: str | None) -> Page[Session]: ...
+
+    def messages(
+        self, tenant_id: str, session_id: str, *, limit: int | None = None, after: int | None = None
+    ) -> Page[StoredMessage]: ...
+
+    def append(self, tenant_id: str, session_id: str, messages: list[dict[str, Any]]) -> Session: ...
+
+    def delete(self, tenant_id: str, session_id: str) -> None: ...
+
+
+class KeyStore(Protocol):
+    def lookup(self, key_hash: str) -> ApiKeyRecord | None: ...

@@ -1,0 +1,1 @@
+"""The REST API: a FastAPI app, wrapped by Mangum in functions/rest_api/app.py."""

@@ -1,0 +1,54 @@
+"""The FastAPI application: routers, the error table and a body-size guard. No clients are built here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from seekless import wiring
+from seekless.api import errors
+from seekless.api.routes import chat, models, sessions
+from seekless.errors import PayloadTooLarge
+
+
+class BodyLimit:
+    """Refuse a declared body over the cap before reading it (the chat route also checks real size)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            limit = wiring.settings().max_body_bytes
+            for name, value in scope.get("headers", ()):
+                if name == b"content-length" and value.isdigit() and int(value) > limit:
+                    response = errors.error_response(
+                        PayloadTooLarge(f"The request body is {int(value)} bytes; the limit is {limit}.")
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="seekless",
+        version="0.1.0",
+        description="OpenAI-compatible DeepSeek gateway on AWS Lambda.",
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimit)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(sessions.router)
+    return app

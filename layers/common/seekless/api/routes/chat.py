@@ -1,0 +1,60 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from seekless.api.deps import AppSettings, Chat, CurrentPrincipal, Deadline
+from seekless.api.errors import validation_error
+from seekless.api.sse import sse_events
+from seekless.caching import CACHE_HEADER
+from seekless.contracts import ChatCompletionRequest
+from seekless.errors import PayloadTooLarge
+
+router = APIRouter(prefix="/v1", tags=["chat"])
+
+
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+                }
+            },
+        }
+    },
+)
+async def create_chat_completion(
+    request: Request,
+    principal: CurrentPrincipal,
+    chat: Chat,
+    settings: AppSettings,
+    deadline: Deadline,
+    x_session_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    raw = await request.body()
+    if len(raw) > settings.max_body_bytes:
+        raise PayloadTooLarge(f"The request body is {len(raw)} bytes; the limit is {settings.max_body_bytes}.")
+    try:
+        body = ChatCompletionRequest.model_validate_json(raw)
+    except ValidationError as error:
+        raise validation_error(error) from error
+    prepared = chat.prepare(body, principal, headers=request.headers, deadline=deadline, session_id=x_session_id)
+    if not body.stream:
+        answer = await chat.complete(prepared)
+        return JSONResponse(answer.result.to_completion(), headers={CACHE_HEADER: answer.cache})
+    stream = await chat.stream(prepared)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        sse_events(stream, include_usage=include_usage),
+        media_type="text/event-stream",
+        headers={CACHE_HEADER: stream.cache, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,67 @@
+"""Conversations: /v1/sessions. A chat completion naming a session continues it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from seekless.api.deps import CurrentPrincipal, Sessions
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+Limit = Annotated[int, Query(ge=1, le=100)]
+
+
+class CreateSession(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: Annotated[str, Field(max_length=256)] | None = None
+    metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] = {}
+
+
+def _page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": items,
+        "has_more": has_more,
+        "first_id": items[0]["id"] if items else None,
+        "last_id": items[-1]["id"] if items else None,
+    }
+
+
+@router.post("", status_code=201)
+def create_session(
+    principal: CurrentPrincipal, sessions: Sessions, body: CreateSession | None = None
+) -> dict[str, Any]:
+    body = body or CreateSession()
+    return sessions.create(principal.tenant_id, title=body.title, metadata=body.metadata).to_api()
+
+
+@router.get("")
+def list_sessions(
+    principal: CurrentPrincipal, sessions: Sessions, limit: Limit = 20, after: str | None = None
+) -> dict[str, Any]:
+    page = sessions.list_sessions(principal.tenant_id, limit=limit, after=after)
+    return _page([s.to_api() for s in page.items], page.has_more)
+
+
+@router.get("/{session_id}")
+def get_session(
+    session_id: str,
+    principal: CurrentPrincipal,
+    sessions: Sessions,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[str | None, Query(pattern=r"^msg_\d{8}$")] = None,
+) -> dict[str, Any]:
+    """The session and a page of its messages, oldest first; page on with ``after=<last_id>``."""
+    session = sessions.get(principal.tenant_id, session_id)
+    after_seq = int(after.removeprefix("msg_")) if after else None
+    page = sessions.messages(principal.tenant_id, session_id, limit=limit, after=after_seq)
+    return {**session.to_api(), "messages": _page([m.to_api() for m in page.items], page.has_more)}
+
+
+@router.delete("/{session_id}")
+def delete_session(session_id: str, principal: CurrentPrincipal, sessions: Sessions) -> dict[str, Any]:
+    sessions.delete(principal.tenant_id, session_id)
+    return {"id": session_id, "object": "session.deleted", "deleted": True}

@@ -1,0 +1,103 @@
+"""Domain models. Storage items (adapters/dynamodb.py) and API shapes (functions/) map to and from these."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the tenant an API key belongs to."""
+
+    tenant_id: str
+    key_id: str
+
+    @property
+    def upstream_user_id(self) -> str:
+        """DeepSeek's ``user_id``: a stable hash of the tenant, never the tenant name itself (no PII)."""
+        return "t_" + hashlib.sha256(self.tenant_id.encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    key_id: str
+    tenant_id: str
+    status: str = "active"
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    id: str
+    tenant_id: str
+    created_at: int
+    updated_at: int
+    message_count: int = 0
+    title: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "session",
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "title": self.title,
+            "metadata": self.metadata,
+            "message_count": self.message_count,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    seq: int
+    role: str
+    content: str | None
+    created_at: int
+    reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"msg_{self.seq:08d}"
+
+    def to_upstream(self) -> dict[str, Any]:
+        """The message as it goes back to DeepSeek in a later turn."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name:
+            message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+            # DeepSeek answers 400 when a tool-calling turn comes back without its reasoning.
+            if self.reasoning_content is not None:
+                message["reasoning_content"] = self.reasoning_content
+        if self.tool_call_id:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+    def to_api(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "object": "session.message",
+            "seq": self.seq,
+            "role": self.role,
+            "content": self.content,
+            "created_at": self.created_at,
+        }
+        for name in ("reasoning_content", "tool_calls", "tool_call_id", "name"):
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    has_more: bool

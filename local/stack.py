@@ -1,0 +1,218 @@
+"""`make dev`: the whole application on one machine, no AWS account, no Docker.
+
+- AWS services from a moto server (a child process, so its state is its own).
+- Redis from REDIS_URL, else a redis-server we start, else embedded fakeredis; it says which.
+- DeepSeek: the real API when DEEPSEEK_API_KEY is set (DEEPSEEK_BASE_URL overrides the base), else the
+  emulator.
+- Tables created from template.yaml; the dev API key (SEEKLESS_DEV_API_KEY) seeded for tenant "dev".
+- The REST function from template.yaml behind a local API Gateway REST proxy on :3000.
+Leaving the ``with`` block (Ctrl-C in `seekless dev`) stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from seekless_local.redis_server import RedisServer, free_port, wait_for_port
+
+DEFAULT_DEV_API_KEY = "sk-seekless-local-dev"
+DEV_TENANT = "dev"
+REST_FUNCTION = "RestApiFunction"
+# moto accepts any credentials; these only keep boto3 from looking for real ones.
+_LOCAL_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@dataclass
+class StackConfig:
+    host: str = "127.0.0.1"
+    rest_port: int = 3000
+    dev_api_key: str = DEFAULT_DEV_API_KEY
+    redis_url: str | None = None
+    deepseek_api_key: str | None = None
+    deepseek_base_url: str | None = None
+    environments: int = 4  # concurrent execution environments per function
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls) -> StackConfig:
+        return cls(
+            rest_port=int(os.environ.get("SEEKLESS_REST_PORT", "3000")),
+            dev_api_key=os.environ.get("SEEKLESS_DEV_API_KEY") or DEFAULT_DEV_API_KEY,
+            redis_url=os.environ.get("REDIS_URL") or None,
+            deepseek_api_key=os.environ.get("DEEPSEEK_API_KEY") or None,
+            deepseek_base_url=os.environ.get("DEEPSEEK_BASE_URL") or None,
+        )
+
+
+class MotoServer:
+    """moto's server mode in a child process: every AWS API on one local endpoint."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port or free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> MotoServer:
+        self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, host=self.host, timeout=30)
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+            self._process = None
+
+
+class LocalStack:
+    """Everything `make dev` runs, as one context manager (the contract tests use it too)."""
+
+    def __init__(self, config: StackConfig | None = None) -> None:
+        self.config = config or StackConfig()
+        self._exit = ExitStack()
+        self._saved_env: dict[str, str | None] = {}
+        self.rest_url = ""
+        self.moto_url = ""
+        self.redis: RedisServer | None = None
+        self.emulator: Any = None  # seekless_local.emulator.EmulatorServer when emulating DeepSeek
+        self.deepseek_base_url = ""
+        self.tables: dict[str, str] = {}
+        self.gateway: Any = None
+
+    @property
+    def dev_api_key(self) -> str:
+        return self.config.dev_api_key
+
+    @property
+    def deepseek_description(self) -> str:
+        if self.emulator is None:
+            return f"DeepSeek API at {self.deepseek_base_url} (DEEPSEEK_API_KEY set)"
+        return f"DeepSeek emulator at {self.deepseek_base_url} (set DEEPSEEK_API_KEY to use the real API)"
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def _restore_env(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        import boto3
+
+        from seekless.adapters.dynamodb import DynamoKeyStore
+        from seekless.auth import hash_key
+        from seekless_local import template as cfn
+        from seekless_local.gateway import ExecutionEnvironments, RestGateway
+        from seekless_local.servers import ThreadedServer
+
+        config = self.config
+        moto = self._exit.enter_context(MotoServer(config.host))
+        self.moto_url = moto.url
+        self.redis = self._exit.enter_context(RedisServer.choose(config.redis_url))
+        if config.deepseek_api_key:
+            self.deepseek_base_url = config.deepseek_base_url or "https://api.deepseek.com"
+            deepseek_key = config.deepseek_api_key
+        else:
+            from seekless_local.emulator import EmulatorServer
+
+            self.emulator = self._exit.enter_context(EmulatorServer())
+            self.deepseek_base_url = self.emulator.base_url
+            deepseek_key = "sk-emulator-local"
+
+        self._set_env({**_LOCAL_AWS, "AWS_ENDPOINT_URL": moto.url})
+        dynamodb = boto3.client("dynamodb", endpoint_url=moto.url)
+        names = {"SessionsTable": "seekless-sessions", "ApiKeysTable": "seekless-keys"}
+        self.tables = cfn.create_tables(dynamodb, names=names)
+        DynamoKeyStore(self.tables["ApiKeysTable"], client=dynamodb).put(
+            hash_key(config.dev_api_key), tenant_id=DEV_TENANT, key_id="dev", name="local development key"
+        )
+
+        template = cfn.load_template()
+        spec = cfn.function_specs(template)[REST_FUNCTION]
+        env = cfn.resolve_environment(
+            spec, {"SessionsTable": self.tables["SessionsTable"], "ApiKeysTable": self.tables["ApiKeysTable"]}, template
+        )
+        env.update(
+            {
+                "SEEKLESS_ENVIRONMENT": "local",
+                "SEEKLESS_SESSIONS_TABLE": self.tables["SessionsTable"],
+                "SEEKLESS_KEYS_TABLE": self.tables["ApiKeysTable"],
+                "REDIS_URL": self.redis.url,
+                "SEEKLESS_REDIS_CLUSTER": "false",
+                "DEEPSEEK_BASE_URL": self.deepseek_base_url,
+                "DEEPSEEK_API_KEY": deepseek_key,
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_DISABLED": os.environ.get("POWERTOOLS_METRICS_DISABLED", "true"),
+                "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", "WARNING"),
+                **config.extra_env,
+            }
+        )
+        env.pop("SEEKLESS_DEEPSEEK_SECRET_NAME", None)  # locally the key comes from the environment
+        self._set_env(env)
+
+        handler = cfn.load_handler(spec)
+        environments = ExecutionEnvironments(
+            handler, name=REST_FUNCTION, timeout=float(spec.timeout or 29), size=config.environments
+        )
+        self._exit.callback(environments.close)
+        self.gateway = RestGateway(environments)
+        server = ThreadedServer(self.gateway, host=config.host, port=config.rest_port, name="rest-gateway")
+        self._exit.enter_context(server)
+        self.rest_url = server.url
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        try:
+            self._exit.close()
+        finally:
+            self._restore_env()
+
+    def summary(self) -> str:
+        assert self.redis is not None
+        return "\n".join(
+            [
+                "seekless local stack is up",
+                f"  REST API     {self.rest_url}/v1   (OpenAPI: {self.rest_url}/openapi.json)",
+                f"  AWS (moto)   {self.moto_url}",
+                f"  Redis        {self.redis.describe}",
+                f"  DeepSeek     {self.deepseek_description}",
+                f"  Dev API key  {self.dev_api_key}   (tenant '{DEV_TENANT}'; set SEEKLESS_DEV_API_KEY to change)",
+                "Press Ctrl-C to stop.",
+            ]
+        )

@@ -1,0 +1,320 @@
+"""template.yaml as data: the one source that tests and the local stack build tables and functions from.
+
+Reading the template instead of restating it means the schema a test runs against cannot drift from
+the schema that gets deployed (STYLE.md #11).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+
+TABLE_TYPE = "AWS::DynamoDB::Table"
+FUNCTION_TYPE = "AWS::Serverless::Function"
+
+# boto3 create_table accepts only these keys of a CloudFormation GlobalSecondaryIndex.
+_GSI_KEYS = ("IndexName", "KeySchema", "Projection", "ProvisionedThroughput", "OnDemandThroughput")
+_LSI_KEYS = ("IndexName", "KeySchema", "Projection")
+
+# Short tags whose long form is "Fn::<Name>"; !Ref and !Condition are the two that are not.
+_FN_TAGS = (
+    "Base64",
+    "Cidr",
+    "FindInMap",
+    "GetAZs",
+    "GetAtt",
+    "If",
+    "ImportValue",
+    "Join",
+    "Select",
+    "Split",
+    "Sub",
+    "Equals",
+    "Not",
+    "And",
+    "Or",
+    "Transform",
+    "ToJsonString",
+    "Length",
+)
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """A safe YAML loader that turns CloudFormation short tags into their long dict form."""
+
+
+def _node_value(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    assert isinstance(node, yaml.MappingNode)
+    return loader.construct_mapping(node, deep=True)
+
+
+def _long_form(key: str) -> Callable[[yaml.SafeLoader, yaml.Node], dict[str, Any]]:
+    def construct(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
+        return {key: _node_value(loader, node)}
+
+    return construct
+
+
+def _get_att(loader: yaml.SafeLoader, node: yaml.Node) -> dict[str, Any]:
+    value = _node_value(loader, node)
+    if isinstance(value, str):
+        # "Cache.Endpoint.Address" is resource "Cache", attribute "Endpoint.Address".
+        resource, _, attribute = value.partition(".")
+        value = [resource, attribute]
+    return {"Fn::GetAtt": value}
+
+
+CloudFormationLoader.add_constructor("!Ref", _long_form("Ref"))
+CloudFormationLoader.add_constructor("!Condition", _long_form("Condition"))
+for _name in _FN_TAGS:
+    CloudFormationLoader.add_constructor(f"!{_name}", _long_form(f"Fn::{_name}"))
+CloudFormationLoader.add_constructor("!GetAtt", _get_att)
+
+
+def load_template(path: str | Path | None = None) -> dict[str, Any]:
+    """The template as a dict, short tags in long form (what aws-sam-translator and CloudFormation see)."""
+    text = Path(path or TEMPLATE_PATH).read_text(encoding="utf-8")
+    template = yaml.load(text, Loader=CloudFormationLoader)  # noqa: S506 - a SafeLoader subclass
+    if not isinstance(template, dict):
+        raise ValueError(f"{path or TEMPLATE_PATH} is not a CloudFormation template")
+    return template
+
+
+def _resources(template: Mapping[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource
+        for logical_id, resource in template.get("Resources", {}).items()
+        if resource.get("Type") == resource_type
+    }
+
+
+# ---------------------------------------------------------------- DynamoDB tables
+
+
+def table_definitions(template: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """boto3 ``create_table`` keyword arguments (all but TableName) for each AWS::DynamoDB::Table."""
+    template = load_template() if template is None else template
+    definitions: dict[str, dict[str, Any]] = {}
+    for logical_id, resource in _resources(template, TABLE_TYPE).items():
+        props = resource.get("Properties", {})
+        billing_mode = props.get("BillingMode", "PROVISIONED")
+        kwargs: dict[str, Any] = {
+            "AttributeDefinitions": props["AttributeDefinitions"],
+            "KeySchema": props["KeySchema"],
+            "BillingMode": billing_mode,
+        }
+        if "ProvisionedThroughput" in props:
+            kwargs["ProvisionedThroughput"] = props["ProvisionedThroughput"]
+        if props.get("GlobalSecondaryIndexes"):
+            kwargs["GlobalSecondaryIndexes"] = [
+                {key: index[key] for key in _GSI_KEYS if key in index} for index in props["GlobalSecondaryIndexes"]
+            ]
+        if props.get("LocalSecondaryIndexes"):
+            kwargs["LocalSecondaryIndexes"] = [
+                {key: index[key] for key in _LSI_KEYS if key in index} for index in props["LocalSecondaryIndexes"]
+            ]
+        definitions[logical_id] = kwargs
+    return definitions
+
+
+def default_table_name(logical_id: str) -> str:
+    return f"seekless-{logical_id.lower()}"
+
+
+def create_tables(
+    dynamodb_client: DynamoDBClient,
+    template: Mapping[str, Any] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Create every table of the template, with TTL as the template sets it.
+
+    Returns logical id → table name. ``names`` overrides the default name (``seekless-<logicalid>``)
+    for the logical ids it contains.
+    """
+    template = load_template() if template is None else template
+    names = names or {}
+    created: dict[str, str] = {}
+    resources = _resources(template, TABLE_TYPE)
+    for logical_id, kwargs in table_definitions(template).items():
+        table_name = names.get(logical_id) or default_table_name(logical_id)
+        dynamodb_client.create_table(TableName=table_name, **kwargs)
+        # TTL can only be set on an ACTIVE table; moto is active at once, real DynamoDB is not.
+        dynamodb_client.get_waiter("table_exists").wait(
+            TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
+        ttl = resources[logical_id].get("Properties", {}).get("TimeToLiveSpecification")
+        if ttl and ttl.get("Enabled") in (True, "true", "True"):
+            dynamodb_client.update_time_to_live(
+                TableName=table_name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
+            )
+        created[logical_id] = table_name
+    return created
+
+
+# ---------------------------------------------------------------- functions
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One AWS::Serverless::Function after merging Globals, with paths resolved against the repo."""
+
+    logical_id: str
+    code_uri: Path
+    handler: str
+    module_path: Path
+    handler_attr: str
+    # Values are strings, or an intrinsic left in its long dict form ({"Ref": "SessionsTable"}).
+    environment: dict[str, Any] = field(default_factory=dict)
+    timeout: int | None = None
+    events: dict[str, Any] = field(default_factory=dict)
+
+
+def _scalar(value: Any) -> Any:
+    # CloudFormation passes environment values as strings; YAML may have read 3600 as an int.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def function_specs(
+    template: Mapping[str, Any] | None = None, *, base_dir: str | Path | None = None
+) -> dict[str, FunctionSpec]:
+    """Every AWS::Serverless::Function, keyed by logical id. ``base_dir`` is the template's folder."""
+    template = load_template() if template is None else template
+    base = Path(base_dir).resolve() if base_dir is not None else REPO_ROOT
+    globals_ = template.get("Globals", {}).get("Function", {})
+    specs: dict[str, FunctionSpec] = {}
+    for logical_id, resource in _resources(template, FUNCTION_TYPE).items():
+        props = resource.get("Properties", {})
+        code_uri_value = props.get("CodeUri", globals_.get("CodeUri"))
+        handler = props.get("Handler", globals_.get("Handler"))
+        if not isinstance(code_uri_value, str) or not isinstance(handler, str):
+            raise ValueError(f"{logical_id}: CodeUri and Handler must be plain strings for local use")
+        code_uri = (base / code_uri_value).resolve()
+        module_name, _, handler_attr = handler.rpartition(".")
+        module_path = code_uri.joinpath(*module_name.split(".")).with_suffix(".py")
+        environment = {
+            **globals_.get("Environment", {}).get("Variables", {}),
+            **props.get("Environment", {}).get("Variables", {}),
+        }
+        timeout = props.get("Timeout", globals_.get("Timeout"))
+        specs[logical_id] = FunctionSpec(
+            logical_id=logical_id,
+            code_uri=code_uri,
+            handler=handler,
+            module_path=module_path,
+            handler_attr=handler_attr,
+            environment={name: _scalar(value) for name, value in environment.items()},
+            timeout=int(timeout) if timeout is not None else None,
+            events=dict(props.get("Events", {})),
+        )
+    return specs
+
+
+def _resolve(value: Any, refs: Mapping[str, str]) -> str | None:
+    """A string for ``value`` given ``refs`` (Ref names and "Resource.Attribute" keys), else None."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, dict) or len(value) != 1:
+        return None
+    ((kind, arg),) = value.items()
+    if kind == "Ref":
+        return refs.get(arg)
+    if kind == "Fn::GetAtt":
+        return refs.get(".".join(arg) if isinstance(arg, list) else arg)
+    if kind == "Fn::Sub":
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+        scope = dict(refs)
+        for name, inner in variables.items():
+            resolved = _resolve(inner, refs)
+            if resolved is None:
+                return None
+            scope[name] = resolved
+        out, rest = [], text
+        while "${" in rest:
+            head, _, tail = rest.partition("${")
+            name, _, rest = tail.partition("}")
+            if name.startswith("!"):  # ${!Literal} is an escaped literal
+                out.append(head + "${" + name[1:] + "}")
+                continue
+            if name not in scope:
+                return None
+            out.append(head + scope[name])
+        return "".join(out) + rest
+    return None
+
+
+def parameter_defaults(template: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Each parameter's Default as a string (List parameters joined with commas, as CloudFormation does)."""
+    template = load_template() if template is None else template
+    defaults: dict[str, str] = {}
+    for name, parameter in template.get("Parameters", {}).items():
+        if "Default" in parameter:
+            default = parameter["Default"]
+            defaults[name] = ",".join(default) if isinstance(default, list) else str(_scalar(default))
+    return defaults
+
+
+def resolve_environment(
+    spec: FunctionSpec, refs: Mapping[str, str], template: Mapping[str, Any] | None = None
+) -> dict[str, str]:
+    """The function's environment with intrinsics resolved, for running it locally.
+
+    ``refs`` maps Ref targets (parameters, table logical ids → table names) and GetAtt keys
+    ("Cache.Endpoint.Address") to strings; parameter defaults fill what it leaves out. A variable that
+    cannot be resolved is dropped, so the settings model falls back to its own default.
+    """
+    scope = {**parameter_defaults(template), "AWS::Region": "us-east-1", **refs}
+    resolved = {name: _resolve(value, scope) for name, value in spec.environment.items()}
+    return {name: value for name, value in resolved.items() if value is not None}
+
+
+def load_handler(spec: FunctionSpec, *, fresh: bool = False) -> Callable[..., Any]:
+    """Import the handler module from its file and return the handler callable.
+
+    Every function's module is called app.py, so each is imported under a name of its own. The
+    function's folder is on sys.path while the module executes, as /var/task is on Lambda. A second
+    call returns the already-imported handler (a warm execution environment) unless ``fresh``.
+    """
+    module_name = f"_seekless_function_{spec.logical_id.lower()}"
+    module = None if fresh else sys.modules.get(module_name)
+    if module is None:
+        import_spec = importlib.util.spec_from_file_location(module_name, spec.module_path)
+        if import_spec is None or import_spec.loader is None:
+            raise ImportError(f"cannot import {spec.module_path} for {spec.logical_id}")
+        module = importlib.util.module_from_spec(import_spec)
+        # Registered before executing: dataclasses and pydantic look their module up by name.
+        sys.modules[module_name] = module
+        folder = str(spec.code_uri)
+        sys.path.insert(0, folder)
+        try:
+            import_spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(module_name, None)
+            raise
+        finally:
+            if folder in sys.path:
+                sys.path.remove(folder)
+    handler = getattr(module, spec.handler_attr, None)
+    if not callable(handler):
+        raise AttributeError(f"{spec.module_path} has no callable {spec.handler_attr!r} ({spec.logical_id})")
+    return handler

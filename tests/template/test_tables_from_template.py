@@ -1,0 +1,80 @@
+"""Tables built from template.yaml carry exactly the template's keys, index and TTL (STYLE.md #11)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from seekless_local.template import create_tables, load_template, table_definitions
+
+
+@pytest.fixture
+def dynamodb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("dynamodb", region_name="us-east-1")
+
+
+def _key_schema(description: dict[str, Any]) -> dict[str, str]:
+    return {key["AttributeName"]: key["KeyType"] for key in description["KeySchema"]}
+
+
+def test_create_tables_names_each_table_after_its_logical_id(dynamodb: Any) -> None:
+    names = create_tables(dynamodb)
+    assert names == {"SessionsTable": "seekless-sessionstable", "ApiKeysTable": "seekless-apikeystable"}
+    assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(names.values())
+
+
+def test_caller_chosen_names_override_the_default(dynamodb: Any) -> None:
+    names = create_tables(dynamodb, names={"SessionsTable": "test-sessions"})
+    assert names == {"SessionsTable": "test-sessions", "ApiKeysTable": "seekless-apikeystable"}
+
+
+def test_sessions_table_has_the_templates_keys_and_tenant_index(dynamodb: Any) -> None:
+    names = create_tables(dynamodb)
+    table = dynamodb.describe_table(TableName=names["SessionsTable"])["Table"]
+    assert _key_schema(table) == {"pk": "HASH", "sk": "RANGE"}
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "by_tenant"
+    assert _key_schema(index) == {"gsi1pk": "HASH", "gsi1sk": "RANGE"}
+    assert index["Projection"]["ProjectionType"] == "ALL"
+    attributes = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    assert attributes == {"pk": "S", "sk": "S", "gsi1pk": "S", "gsi1sk": "S"}
+
+
+def test_api_keys_table_is_keyed_by_key_hash(dynamodb: Any) -> None:
+    names = create_tables(dynamodb)
+    table = dynamodb.describe_table(TableName=names["ApiKeysTable"])["Table"]
+    assert _key_schema(table) == {"key_hash": "HASH"}
+    assert not table.get("GlobalSecondaryIndexes")
+
+
+@pytest.mark.parametrize("logical_id", ["SessionsTable", "ApiKeysTable"])
+def test_ttl_is_enabled_on_expires_at(dynamodb: Any, logical_id: str) -> None:
+    names = create_tables(dynamodb)
+    ttl = dynamodb.describe_time_to_live(TableName=names[logical_id])["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+
+
+def test_table_definitions_follow_an_edited_template(dynamodb: Any) -> None:
+    template = load_template()
+    sessions = template["Resources"]["SessionsTable"]["Properties"]
+    sessions["GlobalSecondaryIndexes"][0]["IndexName"] = "renamed"
+    del sessions["TimeToLiveSpecification"]
+    assert table_definitions(template)["SessionsTable"]["GlobalSecondaryIndexes"][0]["IndexName"] == "renamed"
+
+    names = create_tables(dynamodb, template)
+    table = dynamodb.describe_table(TableName=names["SessionsTable"])["Table"]
+    assert table["GlobalSecondaryIndexes"][0]["IndexName"] == "renamed"
+    ttl = dynamodb.describe_time_to_live(TableName=names["SessionsTable"])["TimeToLiveDescription"]
+    assert ttl["TimeToLiveStatus"] == "DISABLED"
