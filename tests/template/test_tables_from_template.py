@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+
 from seekless_local.template import create_tables, load_template, table_definitions
 
 

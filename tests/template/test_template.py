@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 from samtranslator.translator.transform import transform
+
 from seekless.config import Settings
 from seekless_local.events import event_files, load_event
 from seekless_local.template import (

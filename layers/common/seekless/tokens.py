@@ -1,7 +1,7 @@
 """Token estimates and history trimming. No tokenizer ships in the layer: estimates are conservative.
 
-Trimming keeps DeepSeek's prefix cache warm: it cuts history only at fixed strides of messages, so the
-prefix sent upstream stays byte-identical for many turns and the cut moves rarely.
+Trimming keeps DeepSeek's prefix cache warm: it cuts history only at boundaries fixed by the history
+itself, so the prefix sent upstream stays byte-identical for many turns and the cut moves rarely.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 # Four ASCII characters per token is the usual English average; CJK and other non-ASCII text runs close
 # to one token per character, so those count one each. Overestimating only trims a little early.
 _MESSAGE_OVERHEAD = 4
-TRIM_STRIDE = 8
 
 
 def estimate_text_tokens(text: str | None) -> int:
@@ -36,29 +35,31 @@ def estimate_prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
     return sum(estimate_message_tokens(m) for m in messages)
 
 
-def trim_history(
-    history: Sequence[dict[str, Any]], *, budget: int, reserved: int = 0, stride: int = TRIM_STRIDE
-) -> list[dict[str, Any]]:
+def trim_history(history: Sequence[dict[str, Any]], *, budget: int, reserved: int = 0) -> list[dict[str, Any]]:
     """The newest part of ``history`` that fits ``budget - reserved`` tokens.
 
-    Leading system messages are pinned (they are the conversation's instructions). The rest is cut at
-    the first multiple of ``stride`` messages that fits, never between an assistant tool call and its
-    tool results, so consecutive turns share the same prefix until the cut has to move.
+    Leading system messages are pinned (they are the conversation's instructions). The rest may only be
+    cut at boundaries fixed by the history itself: each time the running token count from the start
+    crosses another quarter of the budget. History is append-only, so those boundaries never move, and
+    a cut, once made, stays put for about a quarter of the budget's worth of new turns: the prefix sent
+    upstream stays byte-identical and DeepSeek's prefix cache keeps hitting. A cut never lands between
+    an assistant's tool call and its tool results (that is a 400 upstream).
     """
     pinned_end = 0
     while pinned_end < len(history) and history[pinned_end].get("role") == "system":
         pinned_end += 1
     pinned, rest = list(history[:pinned_end]), list(history[pinned_end:])
     room = budget - reserved - estimate_prompt_tokens(pinned)
-    if estimate_prompt_tokens(rest) <= room:
+    sizes = [estimate_message_tokens(m) for m in rest]
+    if sum(sizes) <= room:
         return pinned + rest
-    suffix = [0] * (len(rest) + 1)  # suffix[i] = tokens of rest[i:]
-    for i in range(len(rest) - 1, -1, -1):
-        suffix[i] = suffix[i + 1] + estimate_message_tokens(rest[i])
-    for cut in range(stride, len(rest) + stride, stride):
-        cut = min(cut, len(rest))
-        while cut < len(rest) and rest[cut].get("role") == "tool":
-            cut += 1  # a tool result without its call is a 400 upstream
-        if suffix[cut] <= room:
+    stride = max(1, budget // 4)
+    suffix = sum(sizes)  # tokens of rest[cut:]
+    running = 0
+    for cut, size in enumerate(sizes):
+        on_boundary = cut > 0 and (running // stride) != ((running - sizes[cut - 1]) // stride)
+        if on_boundary and rest[cut].get("role") != "tool" and suffix <= room:
             return pinned + rest[cut:]
+        running += size
+        suffix -= size
     return pinned

@@ -13,7 +13,7 @@ from functools import wraps
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from seekless.config import Settings
-from seekless.errors import UpstreamError
+from seekless.errors import ServiceUnavailable, UpstreamError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -66,18 +66,17 @@ def redis() -> Redis | None:
     config = settings()
     if not config.redis_url:
         return None
-    options = {
-        "socket_timeout": config.redis_timeout_seconds,
-        "socket_connect_timeout": config.redis_timeout_seconds,
-        "health_check_interval": 30,
-    }
+    timeout = config.redis_timeout_seconds
     if config.redis_cluster:
         from redis.asyncio.cluster import RedisCluster
 
-        return RedisCluster.from_url(config.redis_url, **options)  # type: ignore[return-value]
+        cluster = RedisCluster.from_url(config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        return cluster  # type: ignore[return-value]  # the commands we use behave the same
     from redis.asyncio import Redis
 
-    return Redis.from_url(config.redis_url, **options)
+    return Redis.from_url(
+        config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+    )
 
 
 def deepseek_api_key(force_refresh: bool = False) -> str:
@@ -89,9 +88,12 @@ def deepseek_api_key(force_refresh: bool = False) -> str:
         raise UpstreamError("No DeepSeek API key is configured.", code="upstream_not_configured")
     from aws_lambda_powertools.utilities import parameters
 
-    secret = parameters.get_secret(
-        config.deepseek_secret_name, max_age=config.secret_cache_seconds, force_fetch=force_refresh
-    )
+    try:
+        secret = parameters.get_secret(
+            config.deepseek_secret_name, max_age=config.secret_cache_seconds, force_fetch=force_refresh
+        )
+    except parameters.exceptions.GetParameterError as error:
+        raise ServiceUnavailable("The DeepSeek API key could not be read; retry shortly.") from error
     return str(secret).strip()
 
 

@@ -1,0 +1,141 @@
+"""In-memory fakes of the ports. They satisfy the Protocols structurally: no inheritance, mypy-checkable."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from seekless.contracts import ChatResult, StreamDelta, StreamEnd, StreamEvent, Usage
+from seekless.errors import NotFound
+from seekless.models import Page, Session, StoredMessage
+
+
+class FakeChatModel:
+    """Answers 'echo: <last user message>' and records every body it was sent."""
+
+    def __init__(self, *, reasoning: str | None = "thinking...", delay: float = 0.0) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.reasoning = reasoning
+        self.delay = delay
+        self.fail_with: Exception | None = None
+        self.fail_after_deltas: int | None = None  # stream: raise after this many deltas
+        self.contents: list[str] = []  # scripted answers, consumed first
+
+    def _answer(self, body: Mapping[str, Any]) -> str:
+        if self.contents:
+            return self.contents.pop(0)
+        return "echo: " + str(body["messages"][-1].get("content"))
+
+    async def complete(self, body: Mapping[str, Any], *, deadline: float) -> ChatResult:
+        self.calls.append(dict(body))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return ChatResult(
+            id="chatcmpl-" + secrets.token_hex(4),
+            model=str(body["model"]),
+            content=self._answer(body),
+            reasoning_content=self.reasoning,
+            usage=Usage(prompt_tokens=10, completion_tokens=5, prompt_cache_hit_tokens=4, prompt_cache_miss_tokens=6),
+        )
+
+    async def stream(self, body: Mapping[str, Any], *, deadline: float) -> AsyncIterator[StreamEvent]:
+        self.calls.append(dict(body))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_with is not None and self.fail_after_deltas is None:
+            raise self.fail_with
+        if self.reasoning:
+            yield StreamDelta(reasoning_content=self.reasoning)
+        for index, word in enumerate(self._answer(body).split(" ")):
+            if self.fail_after_deltas is not None and index >= self.fail_after_deltas:
+                assert self.fail_with is not None
+                raise self.fail_with
+            yield StreamDelta(content=word if index == 0 else " " + word)
+        yield StreamEnd(id="up-1", model=str(body["model"]), finish_reason="stop", usage=Usage(prompt_tokens=10))
+
+
+class FakeCache:
+    def __init__(self) -> None:
+        self.items: dict[str, ChatResult] = {}
+        self.leases: dict[str, str] = {}
+
+    async def get(self, key: str) -> ChatResult | None:
+        return self.items.get(key)
+
+    async def put(self, key: str, result: ChatResult, ttl_seconds: int) -> None:
+        self.items[key] = result
+
+    async def acquire(self, key: str, lease_seconds: float) -> str | None:
+        if key in self.leases:
+            return None
+        token = secrets.token_hex(4)
+        self.leases[key] = token
+        return token
+
+    async def release(self, key: str, token: str) -> None:
+        if self.leases.get(key) == token:
+            del self.leases[key]
+
+    async def leased(self, key: str) -> bool:
+        return key in self.leases
+
+
+class FakeSessions:
+    def __init__(self) -> None:
+        self.sessions: dict[tuple[str, str], Session] = {}
+        self.stored: dict[tuple[str, str], list[StoredMessage]] = {}
+
+    def create(self, tenant_id: str, *, title: str | None, metadata: dict[str, str]) -> Session:
+        session = Session(
+            id="sess_" + secrets.token_hex(4),
+            tenant_id=tenant_id,
+            created_at=1,
+            updated_at=1,
+            title=title,
+            metadata=metadata,
+        )
+        self.sessions[(tenant_id, session.id)] = session
+        self.stored[(tenant_id, session.id)] = []
+        return session
+
+    def get(self, tenant_id: str, session_id: str) -> Session:
+        try:
+            return self.sessions[(tenant_id, session_id)]
+        except KeyError:
+            raise NotFound(f"No session found with id '{session_id}'.", code="session_not_found") from None
+
+    def list_sessions(self, tenant_id: str, *, limit: int, after: str | None) -> Page[Session]:
+        mine = [s for (t, _), s in self.sessions.items() if t == tenant_id]
+        return Page(items=mine[:limit], has_more=len(mine) > limit)
+
+    def messages(
+        self, tenant_id: str, session_id: str, *, limit: int | None = None, after: int | None = None
+    ) -> Page[StoredMessage]:
+        self.get(tenant_id, session_id)
+        found = [m for m in self.stored[(tenant_id, session_id)] if after is None or m.seq > after]
+        return Page(items=found[:limit] if limit else found, has_more=bool(limit and len(found) > limit))
+
+    def append(self, tenant_id: str, session_id: str, messages: list[dict[str, Any]]) -> Session:
+        self.get(tenant_id, session_id)
+        stored = self.stored[(tenant_id, session_id)]
+        for message in messages:
+            stored.append(
+                StoredMessage(
+                    seq=len(stored),
+                    role=message["role"],
+                    content=message.get("content"),
+                    created_at=1,
+                    reasoning_content=message.get("reasoning_content"),
+                    tool_calls=message.get("tool_calls"),
+                    tool_call_id=message.get("tool_call_id"),
+                )
+            )
+        return self.sessions[(tenant_id, session_id)]
+
+    def delete(self, tenant_id: str, session_id: str) -> None:
+        self.get(tenant_id, session_id)
+        del self.sessions[(tenant_id, session_id)]
