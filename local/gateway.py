@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import queue
 import threading
 import time
 import uuid
@@ -50,16 +51,31 @@ def _new_environment_loop() -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())
 
 
+def _end_environment() -> None:
+    from seekless import wiring
+
+    wiring.close_environment()
+    loop = asyncio.get_event_loop()
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+    asyncio.set_event_loop(None)
+
+
 class ExecutionEnvironments:
-    """A pool of warm environments for one function: a thread each, one invocation at a time."""
+    """Warm environments for one function: each a thread of its own with its own event loop and its
+    own per-environment clients, running one invocation at a time, as Lambda does."""
 
     def __init__(self, handler: Callable[[dict[str, Any], Any], Any], *, name: str, timeout: float, size: int = 4):
         self._handler = handler
         self._name = name
         self._timeout = timeout
-        self._pool = ThreadPoolExecutor(
-            max_workers=size, thread_name_prefix=f"env-{name}", initializer=_new_environment_loop
-        )
+        self._environments = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"env-{name}-{i}", initializer=_new_environment_loop)
+            for i in range(size)
+        ]
+        self._idle: queue.SimpleQueue[ThreadPoolExecutor] = queue.SimpleQueue()
+        for environment in self._environments:
+            self._idle.put(environment)
 
     def _invoke(self, event: dict[str, Any]) -> Any:
         context = LocalContext(
@@ -71,11 +87,21 @@ class ExecutionEnvironments:
         )
         return self._handler(event, context)
 
+    def invoke_sync(self, event: dict[str, Any]) -> Any:
+        environment = self._idle.get()
+        try:
+            return environment.submit(self._invoke, event).result()
+        finally:
+            self._idle.put(environment)
+
     async def invoke(self, event: dict[str, Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._invoke, event)
+        return await asyncio.get_running_loop().run_in_executor(None, self.invoke_sync, event)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Shut every environment down, closing its clients on its own loop first."""
+        for environment in self._environments:
+            environment.submit(_end_environment)
+            environment.shutdown(wait=True, cancel_futures=False)
 
 
 def rest_event(

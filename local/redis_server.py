@@ -88,8 +88,19 @@ class RedisServer:
         binary = find_redis_server()
         assert binary
         self._process = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary lookup
-            [binary, "--port", str(self._port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", self._tmp.name],
+            [
+                binary,
+                "--port",
+                str(self._port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self._tmp.name,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

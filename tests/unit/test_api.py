@@ -10,7 +10,6 @@ import httpx
 import pytest
 from fastapi import FastAPI, Header
 
-from seekless import wiring
 from seekless.api import deps
 from seekless.api.app import create_app
 from seekless.chat import ChatService
@@ -39,8 +38,8 @@ def app(model: FakeChatModel) -> FastAPI:
         return Principal(tenant_id="dev", key_id="k")
 
     app.dependency_overrides[deps.authenticate] = authenticate
-    app.dependency_overrides[wiring.settings] = lambda: settings
-    app.dependency_overrides[wiring.chat_service] = lambda: service
+    app.dependency_overrides[deps.settings] = lambda: settings
+    app.dependency_overrides[deps.chat_service] = lambda: service
     return app
 
 

@@ -49,6 +49,20 @@ def reset_environment() -> None:
     _environment.__dict__.pop("cache", None)
 
 
+def close_environment() -> None:
+    """Close this environment's clients on its own event loop, then forget them (local stack shutdown)."""
+    cache: dict[str, object] = _environment.__dict__.pop("cache", {})
+    closers = [getattr(client, "aclose") for client in cache.values() if hasattr(client, "aclose")]
+    if not closers:
+        return
+    import asyncio
+
+    async def close_all() -> None:
+        await asyncio.gather(*(close() for close in closers), return_exceptions=True)
+
+    asyncio.get_event_loop().run_until_complete(close_all())
+
+
 @per_environment
 def settings() -> Settings:
     return Settings()

@@ -98,9 +98,12 @@ class DynamoSessionStore:
         expires = item.get("expires_at")
         return expires is None or int(expires["N"]) > self._now()
 
-    def create(self, tenant_id: str, *, title: str | None, metadata: dict[str, str]) -> Session:
+    def create(
+        self, tenant_id: str, *, title: str | None, metadata: dict[str, str], session_id: str | None = None
+    ) -> Session:
+        """A new, empty session. ``session_id`` is for seeding and imports; the API always mints one."""
         now = self._now()
-        session_id = "sess_" + secrets.token_hex(12)
+        session_id = session_id or "sess_" + secrets.token_hex(12)
         values = {
             "pk": self._pk(tenant_id, session_id),
             "sk": "META",
@@ -120,6 +123,8 @@ class DynamoSessionStore:
                 TableName=self._table, Item=_item(values), ConditionExpression="attribute_not_exists(pk)"
             )
         except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise Conflict(f"A session with id '{session_id}' already exists.") from error
             raise _store_error(error) from error
         return self._session(_item(values))
 

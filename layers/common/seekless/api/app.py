@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seekless import wiring
 from seekless.api import errors
@@ -32,6 +32,27 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+class RequestMetrics:
+    """Count every request and its outcome class, so each invocation publishes at least one metric."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        telemetry = wiring.telemetry()
+        telemetry.count("Requests")
+
+        async def observe(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                telemetry.count("ServerErrors" if message["status"] >= 500 else "ClientErrors")
+            await send(message)
+
+        await self.app(scope, receive, observe)
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="seekless",
@@ -43,6 +64,7 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RequestMetrics)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from seekless import wiring
-from seekless.auth import Authenticator
 from seekless.chat import ChatService
 from seekless.config import Settings
 from seekless.models import Principal
@@ -18,11 +17,16 @@ from seekless.ports import SessionStore
 DEADLINE_MARGIN_SECONDS = 1.0
 
 
-def authenticate(authorization: Annotated[str | None, Header()] = None) -> Principal:
+# Every dependency is async on purpose: FastAPI runs plain ``def`` dependencies on a worker thread,
+# and the wiring caches per execution environment, i.e. per event-loop thread. Async clients built on
+# a worker thread would belong to no loop the request runs on.
+
+
+async def authenticate(authorization: Annotated[str | None, Header()] = None) -> Principal:
     return wiring.authenticator().authenticate(authorization)
 
 
-def deadline(request: Request) -> float:
+async def deadline(request: Request) -> float:
     """An absolute monotonic deadline: the configured one, shortened by the Lambda's time left."""
     budget = wiring.settings().request_deadline_seconds
     context: Any = request.scope.get("aws.context")
@@ -32,9 +36,20 @@ def deadline(request: Request) -> float:
     return time.monotonic() + max(0.5, budget)
 
 
+async def chat_service() -> ChatService:
+    return wiring.chat_service()
+
+
+async def session_store() -> SessionStore:
+    return wiring.session_store()
+
+
+async def settings() -> Settings:
+    return wiring.settings()
+
+
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 Deadline = Annotated[float, Depends(deadline)]
-Chat = Annotated[ChatService, Depends(wiring.chat_service)]
-Sessions = Annotated[SessionStore, Depends(wiring.session_store)]
-AppSettings = Annotated[Settings, Depends(wiring.settings)]
-Auth = Annotated[Authenticator, Depends(wiring.authenticator)]
+Chat = Annotated[ChatService, Depends(chat_service)]
+Sessions = Annotated[SessionStore, Depends(session_store)]
+AppSettings = Annotated[Settings, Depends(settings)]

@@ -1,0 +1,84 @@
+"""Every sample event under events/rest/ through the real handler, as `sam local invoke -e` would run it:
+REST v1 event -> Mangum -> FastAPI -> service -> moto DynamoDB, a real Redis, the emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from seekless.adapters.dynamodb import DynamoSessionStore
+from seekless_local.events import event_files, load_event
+from seekless_local.gateway import ExecutionEnvironments
+from seekless_local.template import function_specs, load_handler
+
+from .conftest import TABLES
+
+EXPECTED_STATUS = {
+    "delete_session": 200,
+    "get_healthz": 200,
+    "get_models": 200,
+    "get_session": 200,
+    "get_sessions": 200,
+    "post_chat": 200,
+    "post_chat_bad_json": 400,
+    "post_chat_empty_messages": 400,
+    "post_chat_session": 200,
+    "post_chat_stream": 200,
+    "post_chat_unauthenticated": 401,
+    "post_chat_unknown_model": 404,
+    "post_sessions": 201,
+}
+Invoke = Callable[[dict[str, Any]], dict[str, Any]]
+REST_EVENTS = sorted(p for p in event_files() if p.parent.name == "rest")
+
+
+@pytest.fixture
+def invoke(app_env: None) -> Iterator[Callable[[dict[str, Any]], dict[str, Any]]]:
+    """The REST function in one warm execution environment, closed (clients and all) afterwards."""
+    spec = function_specs()["RestApiFunction"]
+    environments = ExecutionEnvironments(load_handler(spec), name=spec.logical_id, timeout=29, size=1)
+    yield environments.invoke_sync
+    environments.close()
+
+
+def test_every_rest_event_has_an_expected_status() -> None:
+    assert {p.stem for p in REST_EVENTS} == set(EXPECTED_STATUS)
+
+
+@pytest.mark.parametrize("path", REST_EVENTS, ids=lambda p: p.stem)
+def test_event_through_the_handler(path: Path, invoke: Invoke, aws: Any) -> None:
+    DynamoSessionStore(TABLES["SessionsTable"], client=aws).create(
+        "dev", title="example", metadata={}, session_id="sess-example"
+    )
+    response = invoke(load_event(path))
+    assert response["statusCode"] == EXPECTED_STATUS[path.stem], response["body"]
+    headers = {k.lower(): v for k, v in response.get("headers", {}).items()}
+    if path.stem == "post_chat_stream":
+        assert headers["content-type"].startswith("text/event-stream")
+        assert response["body"].rstrip().endswith("data: [DONE]")
+        return
+    body = json.loads(response["body"])
+    if response["statusCode"] >= 400:
+        assert set(body["error"]) == {"message", "type", "param", "code"}
+    expected = path.with_name(path.stem + "_output.json")
+    if expected.exists():
+        assert body == json.loads(expected.read_text())
+
+
+def test_session_event_appends_the_turn(invoke: Invoke, aws: Any) -> None:
+    store = DynamoSessionStore(TABLES["SessionsTable"], client=aws)
+    store.create("dev", title=None, metadata={}, session_id="sess-example")
+    assert invoke(load_event("rest/post_chat_session"))["statusCode"] == 200
+    messages = store.messages("dev", "sess-example").items
+    assert [m.role for m in messages] == ["user", "assistant"]
+
+
+def test_chat_answer_is_cached_across_invocations(invoke: Invoke, emulator: Any) -> None:
+    statuses = [invoke(load_event("rest/post_chat")) for _ in range(2)]
+    caches = [{k.lower(): v for k, v in r["headers"].items()}["x-seekless-cache"] for r in statuses]
+    assert caches == ["miss", "hit"]
+    assert emulator.stats()["calls"] == 1
