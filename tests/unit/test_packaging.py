@@ -1,0 +1,54 @@
+"""What ships: the layer's requirements match the package's, handlers build nothing at import, and local
+tooling never leaks into the layer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def requirement_lines(text: str) -> set[str]:
+    return {line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")}
+
+
+def test_layer_requirements_match_the_package_dependencies() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    layer = requirement_lines((ROOT / "layers/common/requirements.txt").read_text())
+    assert layer == set(project["dependencies"])
+
+
+def test_runtime_package_never_imports_local_tooling() -> None:
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "layers/common/seekless").rglob("*.py")
+        if "seekless_local" in path.read_text()
+    ]
+    handlers = (ROOT / "functions").rglob("*.py")
+    offenders += [str(path.relative_to(ROOT)) for path in handlers if "seekless_local" in path.read_text()]
+    assert offenders == []
+
+
+def test_rest_handler_import_builds_no_client_and_reads_no_settings() -> None:
+    """Nothing runs at import: building a boto3, httpx or Redis client, or the settings, fails the probe."""
+    probe = f"""
+import importlib.util, os, sys
+import boto3, httpx, redis.asyncio
+def refuse(*a, **k): raise SystemExit("client built at import")
+boto3.client = boto3.resource = refuse
+httpx.AsyncClient.__init__ = refuse
+redis.asyncio.Redis.from_url = refuse
+import seekless.wiring
+seekless.wiring.Settings = refuse
+spec = importlib.util.spec_from_file_location("rest_app", {str(ROOT / "functions/rest_api/app.py")!r})
+module = importlib.util.module_from_spec(spec)
+sys.modules["rest_app"] = module
+spec.loader.exec_module(module)
+assert callable(module.handler)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr + result.stdout
