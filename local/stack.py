@@ -171,7 +171,6 @@ class LocalStack:
         )
         env.update(
             {
-                "SEEKLESS_ENVIRONMENT": "local",
                 "SEEKLESS_SESSIONS_TABLE": self.tables["SessionsTable"],
                 "SEEKLESS_KEYS_TABLE": self.tables["ApiKeysTable"],
                 "REDIS_URL": self.redis.url,

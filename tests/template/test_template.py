@@ -32,7 +32,7 @@ ALLOWED_MANAGED_POLICIES = {
     "service-role/AWSLambdaVPCAccessExecutionRole",
 }
 # Environment names that Powertools reads itself, not the settings model.
-POWERTOOLS_ENV = {"POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
+POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 
 
 class OfflinePolicyLoader:
@@ -254,8 +254,8 @@ def test_rest_function_environment_names_are_all_known_to_settings(template: dic
     assert unknown == set()
     # Everything the function needs on AWS is set by the template, not left to a default.
     assert {
-        "SEEKLESS_ENVIRONMENT",
         "SEEKLESS_SESSIONS_TABLE",
+        "SEEKLESS_REDIS_CLUSTER",
         "SEEKLESS_KEYS_TABLE",
         "REDIS_URL",
         "SEEKLESS_DEEPSEEK_SECRET_NAME",

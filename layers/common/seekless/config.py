@@ -41,8 +41,6 @@ def default_catalogue() -> dict[str, ModelSpec]:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEEKLESS_", extra="ignore", populate_by_name=True)
 
-    environment: Literal["aws", "local"] = "aws"
-
     # DeepSeek
     deepseek_base_url: str = Field(
         "https://api.deepseek.com", validation_alias=AliasChoices("DEEPSEEK_BASE_URL", "deepseek_base_url")
@@ -54,7 +52,6 @@ class Settings(BaseSettings):
     deepseek_secret_name: str | None = None
     secret_cache_seconds: int = 300
     models: dict[str, ModelSpec] = Field(default_factory=default_catalogue)
-    default_model: str = "deepseek-flash"
 
     # Request limits
     max_body_bytes: int = 1_048_576
@@ -77,7 +74,6 @@ class Settings(BaseSettings):
     redis_cluster: bool = False  # ElastiCache Serverless: true (cluster mode, hence hash tags in keys)
     redis_timeout_seconds: float = 0.25
     cache_ttl_seconds: int = 3_600
-    single_flight_wait_seconds: float = 25.0
 
     # DynamoDB
     sessions_table: str = "seekless-sessions"
@@ -85,6 +81,3 @@ class Settings(BaseSettings):
     session_ttl_days: int = 30
     history_token_budget: int = 64_000
     key_cache_seconds: float = 60.0
-
-    # Observability
-    service_name: str = Field("seekless", validation_alias=AliasChoices("POWERTOOLS_SERVICE_NAME", "service_name"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import wraps
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from seekless.config import Settings
 from seekless.errors import ServiceUnavailable, UpstreamError
@@ -52,7 +52,7 @@ def reset_environment() -> None:
 def close_environment() -> None:
     """Close this environment's clients on its own event loop, then forget them (local stack shutdown)."""
     cache: dict[str, object] = _environment.__dict__.pop("cache", {})
-    closers = [getattr(client, "aclose") for client in cache.values() if hasattr(client, "aclose")]
+    closers = [cast(Any, client).aclose for client in cache.values() if hasattr(client, "aclose")]
     if not closers:
         return
     import asyncio
