@@ -66,8 +66,15 @@ class FakeCache:
     async def get(self, key: str) -> ChatResult | None:
         return self.items.get(key)
 
-    async def put(self, key: str, result: ChatResult, ttl_seconds: int) -> None:
+    async def lookup(self, key: str, lease_seconds: float) -> tuple[ChatResult | None, str | None]:
+        if key in self.items:
+            return self.items[key], None
+        return None, await self.acquire(key, lease_seconds)
+
+    async def put(self, key: str, result: ChatResult, ttl_seconds: int, *, lease: str | None = None) -> None:
         self.items[key] = result
+        if lease is not None:
+            await self.release(key, lease)
 
     async def acquire(self, key: str, lease_seconds: float) -> str | None:
         if key in self.leases:

@@ -193,3 +193,27 @@ async def test_redis_down_fails_open_and_warns_once(caplog: pytest.LogCaptureFix
 
     warnings = [r for r in caplog.records if r.name == "seekless.breaker"]
     assert len(warnings) == 1
+
+
+async def test_successes_on_a_healthy_breaker_write_nothing(redis: Redis, clock: Clock) -> None:
+    b = breaker(redis, clock)
+    assert await b.allow()
+    await b.record_success()  # the first one may write: this instance knows nothing yet
+    before = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+    for _ in range(5):
+        assert await b.allow()
+        await b.record_success()
+    after = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("calls", 0)
+    assert after - before == 5  # one allow() each, no record_success() writes
+
+
+async def test_another_lambdas_failures_are_forgotten_on_our_success(redis: Redis, clock: Clock) -> None:
+    ours, theirs = breaker(redis, clock), breaker(redis, clock)
+    assert await ours.allow()
+    await ours.record_success()
+    for _ in range(THRESHOLD - 1):
+        await theirs.record_failure()
+    assert await ours.allow()
+    await ours.record_success()  # resets the shared count: failures must be consecutive
+    await theirs.record_failure()
+    assert await ours.state() == "closed"

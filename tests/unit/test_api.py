@@ -16,6 +16,7 @@ from seekless.chat import ChatService
 from seekless.config import Settings
 from seekless.errors import AuthenticationFailed, UpstreamUnavailable
 from seekless.models import Principal
+from seekless.telemetry import RecordingTelemetry
 from tests.fakes import FakeCache, FakeChatModel, FakeSessions
 
 CHAT = {"model": "deepseek-flash", "messages": [{"role": "user", "content": "hello"}]}
@@ -27,9 +28,14 @@ def model() -> FakeChatModel:
 
 
 @pytest.fixture
-def app(model: FakeChatModel) -> FastAPI:
-    app = create_app()
+def telemetry() -> RecordingTelemetry:
+    return RecordingTelemetry()
+
+
+@pytest.fixture
+def app(model: FakeChatModel, telemetry: RecordingTelemetry) -> FastAPI:
     settings = Settings(max_body_bytes=4096)
+    app = create_app(settings=lambda: settings, telemetry=lambda: telemetry)
     service = ChatService(settings=settings, model=model, cache=FakeCache(), sessions=FakeSessions())
 
     def authenticate(authorization: Annotated[str | None, Header()] = None) -> Principal:
@@ -150,3 +156,11 @@ async def test_mid_stream_failure_ends_with_an_error_event(client: httpx.AsyncCl
 async def test_openapi_lists_the_routes(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert {"/v1/chat/completions", "/v1/models", "/v1/sessions", "/v1/sessions/{session_id}"} <= set(paths)
+
+
+async def test_every_request_is_counted_with_its_outcome(
+    client: httpx.AsyncClient, telemetry: RecordingTelemetry
+) -> None:
+    await client.get("/v1/models")
+    await client.get("/v1/models", headers={"Authorization": "Bearer bad"})
+    assert telemetry.counts == {"Requests": 2, "ClientErrors": 1}

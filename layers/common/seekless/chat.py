@@ -188,7 +188,8 @@ class ChatService:
             return ChatAnswer(result=_as_model(cached, chat.model_name), cache="hit")
         try:
             result = await self._generate(chat)
-            await self._store(chat, result, cache_it=True)
+            await self._store(chat, result, cache_it=True, lease=lease)
+            lease = None  # stored together with the answer
         except SeeklessError as error:
             self._count_error(error)
             raise
@@ -261,7 +262,8 @@ class ChatService:
                         finish_reason=event.finish_reason,
                         usage=event.usage,
                     )
-                    await self._store(chat, result, cache_it=True)
+                    await self._store(chat, result, cache_it=True, lease=lease)
+                    lease = None  # stored together with the answer
                     self._finish(chat, result, label, started)
                     yield StreamEnd(
                         id=stream_id,
@@ -289,32 +291,32 @@ class ChatService:
         cache = self._cache
         if cache is None or chat.cache_mode is CacheMode.BYPASS:
             return None, None
-        if chat.cache_mode is CacheMode.USE:
-            found = await cache.get(chat.cache_key)
-            if found is not None:
-                return found, None
         lease_seconds = max(1.0, chat.deadline - self._clock())
+        if chat.cache_mode is CacheMode.REFRESH:
+            found, lease = None, await cache.acquire(chat.cache_key, lease_seconds)
+        else:
+            found, lease = await cache.lookup(chat.cache_key, lease_seconds)
         delay = 0.005
-        while True:
-            lease = await cache.acquire(chat.cache_key, lease_seconds)
-            if lease is not None:
-                return None, lease
+        while found is None and lease is None:
             # Someone else is generating this very answer: wait for it rather than pay twice.
             while await cache.leased(chat.cache_key):
                 if self._clock() + delay > chat.deadline:
                     return None, None  # out of patience: generate without the lease
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.1)
-            found = await cache.get(chat.cache_key)
-            if found is not None:
-                return found, None
-            # The leader failed (nothing stored): try to become the leader ourselves.
+            # The leader stored its answer, or failed and we may lead now.
+            found, lease = await cache.lookup(chat.cache_key, lease_seconds)
+        return found, lease
 
-    async def _store(self, chat: PreparedChat, result: ChatResult, *, cache_it: bool) -> None:
-        """Keep a finished answer: in the cache (unless it came from there) and in the session."""
+    async def _store(self, chat: PreparedChat, result: ChatResult, *, cache_it: bool, lease: str | None = None) -> None:
+        """Keep a finished answer: in the cache (unless it came from there) and in the session.
+        A single-flight lease is always given up here, in the same round trip as the write."""
         cacheable = result.finish_reason in CACHEABLE_FINISH and (result.content.strip() or result.tool_calls)
-        if cache_it and cacheable and self._cache is not None and chat.cache_mode is not CacheMode.BYPASS:
-            await self._cache.put(chat.cache_key, result, self._settings.cache_ttl_seconds)
+        if self._cache is not None:
+            if cache_it and cacheable and chat.cache_mode is not CacheMode.BYPASS:
+                await self._cache.put(chat.cache_key, result, self._settings.cache_ttl_seconds, lease=lease)
+            elif lease is not None:
+                await self._cache.release(chat.cache_key, lease)
         if chat.session_id and self._sessions is not None:
             self._sessions.append(chat.principal.tenant_id, chat.session_id, [*chat.new_messages, result.message()])
 

@@ -35,15 +35,21 @@ class CircuitBreaker(Protocol):
 class ResponseCache(Protocol):
     """Finished answers by cache key, plus a lease so identical concurrent misses call upstream once.
 
-    Implementations fail open: an unavailable store reads as a miss and a write is dropped.
+    Implementations fail open: an unavailable store reads as a miss, a write is dropped, and a lease is
+    granted (no coordination is possible, so the caller computes the answer itself).
     """
 
-    async def get(self, key: str) -> ChatResult | None: ...
-
-    async def put(self, key: str, result: ChatResult, ttl_seconds: int) -> None: ...
+    async def lookup(self, key: str, lease_seconds: float) -> tuple[ChatResult | None, str | None]:
+        """The cached answer; else a lease token when this caller should compute it (None, None: another
+        caller holds the lease). One round trip."""
+        ...
 
     async def acquire(self, key: str, lease_seconds: float) -> str | None:
-        """A lease token when this caller should compute the answer, None when another caller is."""
+        """A lease without reading the answer (a refresh)."""
+        ...
+
+    async def put(self, key: str, result: ChatResult, ttl_seconds: int, *, lease: str | None = None) -> None:
+        """Store the answer, and give up ``lease`` in the same round trip."""
         ...
 
     async def release(self, key: str, token: str) -> None: ...

@@ -40,25 +40,26 @@ local probe_ms = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local state = redis.call('HGET', key, 'state')
 if not state or state == 'closed' then
-  return {1, 0}
+  -- third field: whether a success must be reported (there are failures to forget)
+  return {1, 0, tonumber(redis.call('HGET', key, 'failures') or '0') > 0 and 1 or 0}
 end
 if state == 'open' then
   local open_until = tonumber(redis.call('HGET', key, 'open_until') or '0')
   if now < open_until then
-    return {0, open_until - now}
+    return {0, open_until - now, 0}
   end
   redis.call('HSET', key, 'state', 'half_open', 'probe_until', now + probe_ms)
   redis.call('PEXPIRE', key, ttl)
-  return {1, 0}
+  return {1, 0, 1}
 end
 local probe_until = tonumber(redis.call('HGET', key, 'probe_until') or '0')
 if now < probe_until then
-  return {0, probe_until - now}
+  return {0, probe_until - now, 0}
 end
 -- the last probe never reported: hand out another one
 redis.call('HSET', key, 'probe_until', now + probe_ms)
 redis.call('PEXPIRE', key, ttl)
-return {1, 0}
+return {1, 0, 1}
 """
 
 _FAILURE = """
@@ -142,6 +143,9 @@ class RedisCircuitBreaker:
         #: Seconds until a refused caller may expect another chance, as seen by the last refused
         #: ``allow()``; the DeepSeek client turns it into ``Retry-After``.
         self.cooldown_remaining: float | None = None
+        # A healthy breaker needs no write on success: the hot path costs one round trip, not two.
+        # Set whenever Redis says there is something to forget, or this instance saw a failure.
+        self._success_pending = True
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -150,16 +154,21 @@ class RedisCircuitBreaker:
         result = await self._run(self._allow, self._now_ms(), self._probe_ms, _KEY_TTL_MS)
         if result is None:
             return True
-        allowed, wait_ms = (int(part) for part in result)
+        allowed, wait_ms, pending = (int(part) for part in result)
         if allowed:
+            self._success_pending = self._success_pending or bool(pending)
             return True
         self.cooldown_remaining = max(0.0, wait_ms / 1000)
         return False
 
     async def record_success(self) -> None:
+        if not self._success_pending:
+            return
+        self._success_pending = False
         await self._run(self._success)
 
     async def record_failure(self) -> None:
+        self._success_pending = True
         await self._run(self._failure, self._now_ms(), self._threshold, self._cooldown_ms, _KEY_TTL_MS)
 
     async def state(self) -> BreakerState:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -10,18 +11,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from seekless import wiring
 from seekless.api import errors
 from seekless.api.routes import chat, models, sessions
+from seekless.config import Settings
 from seekless.errors import PayloadTooLarge
+from seekless.telemetry import Telemetry
 
 
 class BodyLimit:
     """Refuse a declared body over the cap before reading it (the chat route also checks real size)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, settings: Callable[[], Settings]) -> None:
         self.app = app
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            limit = wiring.settings().max_body_bytes
+            limit = self.settings().max_body_bytes
             for name, value in scope.get("headers", ()):
                 if name == b"content-length" and value.isdigit() and int(value) > limit:
                     response = errors.error_response(
@@ -35,14 +39,15 @@ class BodyLimit:
 class RequestMetrics:
     """Count every request and its outcome class, so each invocation publishes at least one metric."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, telemetry: Callable[[], Telemetry]) -> None:
         self.app = app
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        telemetry = wiring.telemetry()
+        telemetry = self.telemetry()
         telemetry.count("Requests")
 
         async def observe(message: Message) -> None:
@@ -53,7 +58,13 @@ class RequestMetrics:
         await self.app(scope, receive, observe)
 
 
-def create_app() -> FastAPI:
+def create_app(
+    *,
+    settings: Callable[[], Settings] = wiring.settings,
+    telemetry: Callable[[], Telemetry] = wiring.telemetry,
+) -> FastAPI:
+    """The app. Middleware reaches settings and metrics through these factories (tests pass their own);
+    routes reach services through the dependencies in ``deps``."""
     app = FastAPI(
         title="seekless",
         version="0.1.0",
@@ -63,8 +74,8 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
-    app.add_middleware(BodyLimit)
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(RequestMetrics, telemetry=telemetry)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:
