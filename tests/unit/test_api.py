@@ -164,3 +164,23 @@ async def test_every_request_is_counted_with_its_outcome(
     await client.get("/v1/models")
     await client.get("/v1/models", headers={"Authorization": "Bearer bad"})
     assert telemetry.counts == {"Requests": 2, "ClientErrors": 1}
+
+
+async def test_openapi_references_all_resolve(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    refs: list[str] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, dict):
+            refs.extend(v for k, v in node.items() if k == "$ref")
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    collect(schema)
+    names = set(schema["components"]["schemas"])
+    assert refs and {ref.removeprefix("#/components/schemas/") for ref in refs} <= names
+    body = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/ChatCompletionRequest"}

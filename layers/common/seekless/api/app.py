@@ -81,6 +81,14 @@ def create_app(
     def healthz() -> dict[str, Any]:
         return {"status": "ok"}
 
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            chat.document_request_body(default_openapi())
+        return app.openapi_schema  # type: ignore[return-value]  # set by default_openapi
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(sessions.router)

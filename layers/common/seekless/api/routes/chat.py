@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -18,20 +18,7 @@ from seekless.errors import PayloadTooLarge
 router = APIRouter(prefix="/v1", tags=["chat"])
 
 
-@router.post(
-    "/chat/completions",
-    response_model=None,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-                }
-            },
-        }
-    },
-)
+@router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
     request: Request,
     principal: CurrentPrincipal,
@@ -58,3 +45,17 @@ async def create_chat_completion(
         media_type="text/event-stream",
         headers={CACHE_HEADER: stream.cache, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def document_request_body(schema: dict[str, Any]) -> None:
+    """Describe the body in the OpenAPI schema. The route parses the raw body itself (size cap, fast
+    JSON validation), so FastAPI cannot see the model; this runs on the first /openapi.json request,
+    not at import, where building the JSON schema would cost every cold start ~15 ms."""
+    body = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(body.pop("$defs", {}))
+    components["ChatCompletionRequest"] = body
+    schema["paths"]["/v1/chat/completions"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
+    }
