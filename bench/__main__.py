@@ -1,0 +1,63 @@
+"""``python -m bench`` (``make bench``): run every benchmark, print the tables, rewrite BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import import_time, rest_latency
+from bench.common import REPO_ROOT, Section, machine, print_sections, render_section, today
+
+HEADER = """# Benchmarks
+
+What seekless costs on top of calling DeepSeek directly: the added latency of the REST path (a cache
+miss, a bypass and a hit, through the API Gateway event, Mangum and the FastAPI app, in process) and
+the import time of the REST handler module. Every figure is compared with a direct baseline measured on
+the same machine in the same run (absolute times on a small shared machine are noisy; ratios are
+not), in interleaved rounds after a warm-up, and reported as p50 / p99 and the ratio or the added time.
+
+Reproduce with `make bench` (that is `.venv/bin/python -m bench`, which rewrites this file). Each script
+also runs alone and prints its tables: `python -m bench.rest_latency` (`--profile N` adds a cProfile
+of N cache misses) and `python -m bench.import_time`; `--quick` runs fewer iterations.
+
+This file is generated: edit `bench/`, not this file."""
+
+
+def document(sections: Sequence[Section], *, machine: dict[str, str], command: str, seconds: float) -> str:
+    facts = {**machine, "Date": today(), "Command": f"`{command}` ({seconds:.0f} s)"}
+    lines = [HEADER, "", "## Machine", "", *(f"- {name}: {value}" for name, value in facts.items())]
+    for section in sections:
+        lines += ["", render_section(section)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run; noisier numbers)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="also cProfile N cache misses")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "BENCHMARKS.md", help="where to write")
+    parser.add_argument("--no-write", action="store_true", help="print the tables only")
+    args = parser.parse_args(argv)
+
+    facts = machine()  # the load average before this run adds its own
+    started = time.monotonic()
+    sections = [*rest_latency.run(args.quick, profile=args.profile), *import_time.run(args.quick)]
+    seconds = time.monotonic() - started
+    print_sections(sections)
+    if args.no_write:
+        return
+    command = " ".join(
+        [
+            ".venv/bin/python -m bench",
+            *(["--quick"] if args.quick else []),
+            *(["--profile", str(args.profile)] if args.profile else []),
+        ]
+    )
+    args.output.write_text(document(sections, machine=facts, command=command, seconds=seconds), encoding="utf-8")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
