@@ -57,7 +57,7 @@ class StackConfig:
 
 
 class MotoServer:
-    """moto's server mode in a child process: every AWS API on one local endpoint."""
+    """moto's server mode in a child process: every AWS API on one local endpoint (see moto_server)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -70,7 +70,7 @@ class MotoServer:
 
     def __enter__(self) -> MotoServer:
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
+            [sys.executable, "-m", "seekless_local.moto_server", self.host, str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mangum import Mangum
 
 from seekless.api.app import create_app
-from seekless.observability import logger, metrics, tracer
+from seekless.observability import log_metrics, logger, tracer
 
 app = create_app()
 asgi = Mangum(app, lifespan="off")
@@ -17,6 +17,6 @@ asgi = Mangum(app, lifespan="off")
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST, log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics
+@log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return asgi(event, context)

@@ -3,7 +3,7 @@
 Sessions table layout (keys from template.yaml):
     pk = "T#<tenant>#S#<session>"  sk = "META"            the session: counters, title, expiry
     pk = "T#<tenant>#S#<session>"  sk = "M#<seq:08d>"     one message (DynamoDB items cap at 400 KB)
-    gsi1pk = "T#<tenant>", gsi1sk = "<created_at:012d>#<session>" on META only: the by_tenant index
+    gsi1pk = "T#<tenant>", gsi1sk = "<created µs:017d>#<session>" on META only: the by_tenant index
 The tenant is part of every key, so reading another tenant's session is a plain miss (404), never a
 permission error that would confirm the session exists. Appends are one transaction conditioned on the
 message counter: two concurrent turns both land, one after the other, and nothing is half-written.
@@ -108,7 +108,8 @@ class DynamoSessionStore:
             "pk": self._pk(tenant_id, session_id),
             "sk": "META",
             "gsi1pk": f"T#{tenant_id}",
-            "gsi1sk": f"{now:012d}#{session_id}",
+            # Microseconds, so sessions created within one second still list newest first.
+            "gsi1sk": f"{int(self._clock() * 1_000_000):017d}#{session_id}",
             "session_id": session_id,
             "tenant_id": tenant_id,
             "created_at": now,
