@@ -157,19 +157,10 @@ def rest_stack(*, emulator_in_process: bool = False) -> Iterator[Stack]:
                 yield Stack(handler=handler, emulator=emulator, redis_url=redis.url, redis_kind=redis.kind, loop=loop)
             finally:
                 with contextlib.suppress(Exception):
-                    loop.run_until_complete(_close_clients())
+                    wiring.close_environment()
                 wiring.reset_environment()
                 asyncio.set_event_loop(None)
                 loop.close()
-
-
-async def _close_clients() -> None:
-    from seekless import wiring
-
-    await wiring.chat_model().aclose()
-    client = wiring.redis()
-    if client is not None:
-        await client.aclose()
 
 
 def chat_body(content: str) -> dict[str, Any]:

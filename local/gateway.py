@@ -61,12 +61,21 @@ def _end_environment() -> None:
     asyncio.set_event_loop(None)
 
 
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
 class ExecutionEnvironments:
     """Warm environments for one function: each a thread of its own with its own event loop and its
-    own per-environment clients, running one invocation at a time, as Lambda does."""
+    own per-environment clients, running one invocation at a time, as Lambda does.
 
-    def __init__(self, handler: Callable[[dict[str, Any], Any], Any], *, name: str, timeout: float, size: int = 4):
-        self._handler = handler
+    ``load`` imports the handler (the init phase). It runs on an environment's thread, where module
+    code that sets up an event loop (Mangum does) finds that environment's loop, not the caller's.
+    """
+
+    def __init__(self, load: Callable[[], Handler], *, name: str, timeout: float, size: int = 4):
+        self._load = load
+        self._handler: Handler | None = None
+        self._init_lock = threading.Lock()
         self._name = name
         self._timeout = timeout
         self._environments = [
@@ -78,6 +87,9 @@ class ExecutionEnvironments:
             self._idle.put(environment)
 
     def _invoke(self, event: dict[str, Any]) -> Any:
+        with self._init_lock:
+            if self._handler is None:
+                self._handler = self._load()
         context = LocalContext(
             function_name=self._name,
             timeout_seconds=self._timeout,

@@ -186,9 +186,11 @@ class LocalStack:
         env.pop("SEEKLESS_DEEPSEEK_SECRET_NAME", None)  # locally the key comes from the environment
         self._set_env(env)
 
-        handler = cfn.load_handler(spec)
         environments = ExecutionEnvironments(
-            handler, name=REST_FUNCTION, timeout=float(spec.timeout or 29), size=config.environments
+            lambda: cfn.load_handler(spec),
+            name=REST_FUNCTION,
+            timeout=float(spec.timeout or 29),
+            size=config.environments,
         )
         self._exit.callback(environments.close)
         self.gateway = RestGateway(environments)

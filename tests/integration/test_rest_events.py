@@ -40,7 +40,7 @@ REST_EVENTS = sorted(p for p in event_files() if p.parent.name == "rest")
 def invoke(app_env: None) -> Iterator[Callable[[dict[str, Any]], dict[str, Any]]]:
     """The REST function in one warm execution environment, closed (clients and all) afterwards."""
     spec = function_specs()["RestApiFunction"]
-    environments = ExecutionEnvironments(load_handler(spec), name=spec.logical_id, timeout=29, size=1)
+    environments = ExecutionEnvironments(lambda: load_handler(spec), name=spec.logical_id, timeout=29, size=1)
     yield environments.invoke_sync
     environments.close()
 
