@@ -110,13 +110,10 @@ class ChildEmulator:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        from seekless_local.redis_server import stop_process
+
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process)
             self._process = None
 
     def configure(self, **settings: Any) -> None:

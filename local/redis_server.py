@@ -40,6 +40,16 @@ def wait_for_port(port: int, *, host: str = "127.0.0.1", timeout: float = 10.0) 
             time.sleep(0.02)
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Ask a child to stop, then insist."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 class RedisServer:
     """A Redis the caller owns for the lifetime of a ``with`` block."""
 
@@ -137,11 +147,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+            stop_process(self._process)
             self._process = None
         if self._fake is not None:
             self._fake.shutdown()  # type: ignore[attr-defined]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from seekless_local.redis_server import RedisServer, free_port, wait_for_port
+from seekless_local.redis_server import RedisServer, free_port, stop_process, wait_for_port
 
 DEFAULT_DEV_API_KEY = "sk-seekless-local-dev"
 DEV_TENANT = "dev"
@@ -79,11 +79,7 @@ class MotoServer:
 
     def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+            stop_process(self._process)
             self._process = None
 
 
