@@ -146,3 +146,72 @@ class FakeSessions:
     def delete(self, tenant_id: str, session_id: str) -> None:
         self.get(tenant_id, session_id)
         del self.sessions[(tenant_id, session_id)]
+
+
+class FakeRequestLog:
+    """The Redis request log in memory: frames, target connection and cancel flag per (tenant, request)."""
+
+    def __init__(self) -> None:
+        self.frames: dict[tuple[str, str], list[bytes]] = {}
+        self.meta: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def claim(self, tenant_id: str, request_id: str, connection_id: str) -> bool:
+        if (tenant_id, request_id) in self.meta:
+            return False
+        self.meta[(tenant_id, request_id)] = {"conn": connection_id, "cancel": False}
+        self.frames[(tenant_id, request_id)] = []
+        return True
+
+    async def push(self, tenant_id: str, request_id: str, frame: bytes) -> tuple[str | None, bool]:
+        self.frames.setdefault((tenant_id, request_id), []).append(frame)
+        meta = self.meta.setdefault((tenant_id, request_id), {"conn": None, "cancel": False})
+        return meta["conn"], meta["cancel"]
+
+    async def resume(self, tenant_id: str, request_id: str, connection_id: str, after_seq: int) -> list[bytes] | None:
+        if (tenant_id, request_id) not in self.meta:
+            return None
+        self.meta[(tenant_id, request_id)]["conn"] = connection_id
+        return self.frames[(tenant_id, request_id)][after_seq:]
+
+    async def cancel(self, tenant_id: str, request_id: str) -> bool:
+        if (tenant_id, request_id) not in self.meta:
+            return False
+        self.meta[(tenant_id, request_id)]["cancel"] = True
+        return True
+
+    async def state(self, tenant_id: str, request_id: str) -> tuple[str | None, bool]:
+        meta = self.meta.get((tenant_id, request_id), {"conn": None, "cancel": False})
+        return meta["conn"], meta["cancel"]
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+        self.gone: set[str] = set()
+
+    def post(self, connection_id: str, data: bytes) -> bool:
+        if connection_id in self.gone:
+            return False
+        import json
+
+        self.posts.append((connection_id, json.loads(data)))
+        return True
+
+    def frames(self, connection_id: str | None = None) -> list[dict[str, Any]]:
+        return [f for c, f in self.posts if connection_id is None or c == connection_id]
+
+
+class FakeInvoker:
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    def invoke_async(self, payload: bytes) -> None:
+        self.payloads.append(payload)
+
+
+class FakeConnections:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete(self, connection_id: str) -> None:
+        self.deleted.append(connection_id)

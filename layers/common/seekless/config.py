@@ -81,3 +81,14 @@ class Settings(BaseSettings):
     session_ttl_days: int = 30
     history_token_budget: int = 64_000
     key_cache_seconds: float = 60.0
+
+    # WebSocket streaming
+    connections_table: str = "seekless-connections"
+    ws_endpoint: str | None = None  # the @connections management endpoint (https://{api}.execute-api.../{stage})
+    generator_function: str = "GeneratorFunction"
+    ws_buffer_seconds: int = 900  # how long a request's frames stay resumable
+    ws_flush_interval_ms: int = 100
+    ws_flush_bytes: int = 4_096
+    ws_frame_max_bytes: int = 32_768  # API Gateway's frame limit
+    ws_resume_grace_seconds: float = 30.0  # a generation whose client vanished waits this long for a resume
+    ws_ticket_seconds: int = 60

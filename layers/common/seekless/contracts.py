@@ -253,3 +253,19 @@ class ResultBuilder:
             finish_reason=finish_reason,
             usage=usage or Usage(),
         )
+
+
+class GenerationJob(BaseModel):
+    """One generation, whoever asked for it: the message the WebSocket route hands to the generator
+    function (and, later, what SQS carries to the GPU worker). A contract change is a version bump."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    job_id: str  # the WebSocket request_id
+    tenant_id: str
+    key_id: str
+    request: ChatCompletionRequest
+    session_id: str | None = None
+    connection_id: str | None = None  # sink: stream frames to this WebSocket connection
+    created_at: float = Field(default_factory=time.time)

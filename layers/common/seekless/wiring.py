@@ -8,7 +8,7 @@ thread with its own event loop, and async clients must not cross event loops.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -16,14 +16,22 @@ from seekless.config import Settings
 from seekless.errors import ServiceUnavailable, UpstreamError
 
 if TYPE_CHECKING:
+    from redis import Redis as SyncRedis
     from redis.asyncio import Redis
 
+    from seekless.adapters.apigw import ApiGatewayNotifier
+    from seekless.adapters.connections import DynamoConnectionStore
     from seekless.adapters.deepseek import DeepSeekClient
     from seekless.adapters.dynamodb import DynamoKeyStore, DynamoSessionStore
+    from seekless.adapters.invoker import LambdaInvoker
     from seekless.adapters.redis_cache import RedisResponseCache
+    from seekless.adapters.tickets import RedisTicketStore
+    from seekless.adapters.ws_buffer import RedisRequestLog
     from seekless.auth import Authenticator
     from seekless.chat import ChatService
     from seekless.telemetry import Telemetry
+    from seekless.ws.generator import Generator
+    from seekless.ws.service import WsService
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -174,3 +182,105 @@ def chat_service() -> ChatService:
         sessions=session_store(),
         telemetry=telemetry(),
     )
+
+
+@per_environment
+def redis_sync() -> SyncRedis | None:
+    """A blocking client, for the synchronous callers (the $connect authorizer, ticket issuing)."""
+    config = settings()
+    if not config.redis_url:
+        return None
+    timeout = config.redis_timeout_seconds
+    if config.redis_cluster:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(  # type: ignore[return-value]
+            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+    from redis import Redis
+
+    return Redis.from_url(config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+@per_environment
+def ticket_store() -> RedisTicketStore:
+    from seekless.adapters.tickets import RedisTicketStore
+
+    client = redis_sync()
+    if client is None:
+        raise ServiceUnavailable("WebSocket tickets need Redis, and none is configured.")
+    return RedisTicketStore(client, ttl_seconds=settings().ws_ticket_seconds)
+
+
+@per_environment
+def connection_store() -> DynamoConnectionStore:
+    from seekless.adapters.connections import DynamoConnectionStore
+
+    return DynamoConnectionStore(settings().connections_table)
+
+
+@per_environment
+def notifier() -> ApiGatewayNotifier:
+    from seekless.adapters.apigw import ApiGatewayNotifier
+
+    endpoint = settings().ws_endpoint
+    if not endpoint:
+        raise ServiceUnavailable("SEEKLESS_WS_ENDPOINT is not configured.")
+    return ApiGatewayNotifier(endpoint)
+
+
+@per_environment
+def invoker() -> LambdaInvoker:
+    from seekless.adapters.invoker import LambdaInvoker
+
+    return LambdaInvoker(settings().generator_function)
+
+
+@per_environment
+def request_log() -> RedisRequestLog:
+    from seekless.adapters.ws_buffer import RedisRequestLog
+
+    client = redis()
+    if client is None:
+        raise ServiceUnavailable("WebSocket streaming needs Redis, and none is configured.")
+    return RedisRequestLog(client, ttl_seconds=settings().ws_buffer_seconds)
+
+
+@per_environment
+def ws_service() -> WsService:
+    from seekless.ws.service import WsService
+
+    return WsService(chat=chat_service(), log=request_log(), notifier=notifier(), invoker=invoker())
+
+
+@per_environment
+def generator() -> Generator:
+    from seekless.ws.generator import Generator
+
+    config = settings()
+    return Generator(
+        chat=chat_service(),
+        log=request_log(),
+        notifier=notifier(),
+        connections=connection_store(),
+        flush_interval=config.ws_flush_interval_ms / 1000,
+        flush_bytes=config.ws_flush_bytes,
+        frame_max_bytes=config.ws_frame_max_bytes,
+        resume_grace_seconds=config.ws_resume_grace_seconds,
+    )
+
+
+def run(coroutine: Coroutine[Any, Any, R]) -> R:
+    """Run a handler's coroutine on this environment's event loop, which lives as long as the
+    environment, so the pooled async clients built on it are reused by every invocation."""
+    import asyncio
+
+    loop = _environment.__dict__.get("loop")
+    if loop is None or loop.is_closed():
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except RuntimeError:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+        _environment.loop = loop
+    return loop.run_until_complete(coroutine)

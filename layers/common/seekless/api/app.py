@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seekless import wiring
 from seekless.api import errors
-from seekless.api.routes import chat, models, sessions
+from seekless.api.routes import chat, models, sessions, tickets
 from seekless.config import Settings
 from seekless.errors import PayloadTooLarge
 from seekless.telemetry import Telemetry
@@ -92,4 +92,5 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(models.router)
     app.include_router(sessions.router)
+    app.include_router(tickets.router)
     return app

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from seekless import wiring
+from seekless.adapters.tickets import RedisTicketStore
 from seekless.chat import ChatService
 from seekless.config import Settings
 from seekless.models import Principal
@@ -48,8 +49,13 @@ async def settings() -> Settings:
     return wiring.settings()
 
 
+async def ticket_store() -> RedisTicketStore:
+    return wiring.ticket_store()
+
+
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 Deadline = Annotated[float, Depends(deadline)]
 Chat = Annotated[ChatService, Depends(chat_service)]
 Sessions = Annotated[SessionStore, Depends(session_store)]
 AppSettings = Annotated[Settings, Depends(settings)]
+Tickets = Annotated[RedisTicketStore, Depends(ticket_store)]

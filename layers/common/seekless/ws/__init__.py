@@ -1,0 +1,1 @@
+"""WebSocket streaming: the frame protocol (docs/WEBSOCKET.md), coalescing, resumable buffers."""

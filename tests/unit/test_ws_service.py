@@ -1,0 +1,211 @@
+"""WebSocket routes and the generator, with in-memory ports: the frame sequence a client sees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+
+from seekless.chat import ChatService
+from seekless.config import Settings
+from seekless.contracts import GenerationJob
+from seekless.errors import UpstreamUnavailable
+from seekless.models import Principal
+from seekless.ws.generator import Generator
+from seekless.ws.service import WsService
+from tests.fakes import (
+    FakeCache,
+    FakeChatModel,
+    FakeConnections,
+    FakeInvoker,
+    FakeNotifier,
+    FakeRequestLog,
+    FakeSessions,
+)
+
+DEV = Principal(tenant_id="dev", key_id="k1")
+OTHER = Principal(tenant_id="other", key_id="k2")
+
+
+@pytest.fixture
+def model() -> FakeChatModel:
+    return FakeChatModel()
+
+
+@pytest.fixture
+def chat(model: FakeChatModel) -> ChatService:
+    return ChatService(settings=Settings(), model=model, cache=FakeCache(), sessions=FakeSessions())
+
+
+@pytest.fixture
+def log() -> FakeRequestLog:
+    return FakeRequestLog()
+
+
+@pytest.fixture
+def notifier() -> FakeNotifier:
+    return FakeNotifier()
+
+
+@pytest.fixture
+def invoker() -> FakeInvoker:
+    return FakeInvoker()
+
+
+@pytest.fixture
+def service(chat: ChatService, log: FakeRequestLog, notifier: FakeNotifier, invoker: FakeInvoker) -> WsService:
+    return WsService(chat=chat, log=log, notifier=notifier, invoker=invoker)
+
+
+@pytest.fixture
+def connections() -> FakeConnections:
+    return FakeConnections()
+
+
+@pytest.fixture
+def generator(
+    chat: ChatService, log: FakeRequestLog, notifier: FakeNotifier, connections: FakeConnections
+) -> Generator:
+    return Generator(chat=chat, log=log, notifier=notifier, connections=connections, resume_grace_seconds=0.3)
+
+
+def chat_message(**fields: Any) -> str:
+    return json.dumps({"action": "chat", "request_id": "r1", "message": "hello", **fields})
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_json"),
+        ('{"action": "dance"}', "unknown_action"),
+        ('{"action": "chat", "message": "hi"}', "invalid_request"),
+        ('{"action": "chat", "request_id": "r 1", "message": "hi"}', "invalid_request"),
+        ('{"action": "chat", "request_id": "r1"}', "invalid_request"),
+        ('{"action": "chat", "request_id": "r1", "message": "hi", "model": "gpt-9"}', "model_not_found"),
+        ('{"action": "chat", "request_id": "r1", "message": "hi", "max_tokens": 999999}', "invalid_value"),
+        ('{"action": "resume", "request_id": "r1", "after_seq": -1}', "invalid_request"),
+        ('{"action": "cancel", "request_id": "nope"}', "unknown_request"),
+        ('{"action": "resume", "request_id": "nope", "after_seq": 0}', "unknown_request"),
+        ('{"action": "chat", "request_id": "r1", "message": "' + "x" * 140_000 + '"}', "message_too_large"),
+    ],
+)
+async def test_bad_input_gets_an_error_frame_and_nothing_is_started(
+    service: WsService, notifier: FakeNotifier, invoker: FakeInvoker, log: FakeRequestLog, body: str, code: str
+) -> None:
+    await service.handle("c1", DEV, body)
+    (sent,) = notifier.frames("c1")
+    assert sent["type"] == "error" and sent["code"] == code and sent["message"]
+    assert invoker.payloads == [] and log.meta == {}
+
+
+async def test_ping_answers_pong(service: WsService, notifier: FakeNotifier) -> None:
+    await service.handle("c1", DEV, '{"action": "ping"}')
+    assert notifier.frames("c1") == [{"type": "pong", "request_id": None, "seq": 0}]
+
+
+async def test_chat_hands_a_generation_job_to_the_generator(service: WsService, invoker: FakeInvoker) -> None:
+    await service.handle("c1", DEV, chat_message(model="deepseek-chat"))
+    (payload,) = invoker.payloads
+    job = GenerationJob.model_validate_json(payload)
+    assert (job.job_id, job.tenant_id, job.connection_id, job.request.model) == ("r1", "dev", "c1", "deepseek-chat")
+    assert job.request.messages[0].content == "hello"
+
+
+async def test_a_request_id_cannot_be_reused(service: WsService, notifier: FakeNotifier, invoker: FakeInvoker) -> None:
+    await service.handle("c1", DEV, chat_message())
+    await service.handle("c1", DEV, chat_message())
+    assert len(invoker.payloads) == 1
+    assert notifier.frames("c1")[-1]["code"] == "duplicate_request"
+
+
+async def test_another_tenant_cannot_cancel_or_resume(
+    service: WsService, notifier: FakeNotifier, log: FakeRequestLog
+) -> None:
+    await service.handle("c1", DEV, chat_message())
+    await service.handle("c2", OTHER, '{"action": "cancel", "request_id": "r1"}')
+    await service.handle("c2", OTHER, '{"action": "resume", "request_id": "r1", "after_seq": 0}')
+    assert [f["code"] for f in notifier.frames("c2")] == ["unknown_request", "unknown_request"]
+    assert log.meta[("dev", "r1")]["cancel"] is False
+
+
+def job(**fields: Any) -> GenerationJob:
+    body = {"model": "deepseek-flash", "messages": [{"role": "user", "content": "one two three"}], "stream": True}
+    return GenerationJob.model_validate(
+        {"job_id": "r1", "tenant_id": "dev", "key_id": "k1", "request": body, "connection_id": "c1", **fields}
+    )
+
+
+async def test_generation_streams_start_deltas_and_exactly_one_done(
+    generator: Generator, notifier: FakeNotifier, log: FakeRequestLog
+) -> None:
+    await log.claim("dev", "r1", "c1")
+    await generator.run(job(), deadline=time.monotonic() + 5)
+    frames = notifier.frames("c1")
+    assert frames[0]["type"] == "start" and frames[-1]["cache"] == "bypass"
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
+    assert [f["type"] for f in frames].count("done") == 1 and frames[-1]["type"] == "done"
+    assert frames[-1]["finish_reason"] == "stop"
+    deltas = [f for f in frames if f["type"] == "delta"]
+    assert "".join(f.get("content", "") for f in deltas) == "echo: one two three"
+    assert "".join(f.get("reasoning_content", "") for f in deltas) == "thinking..."
+    assert len(log.frames[("dev", "r1")]) == len(frames)  # every frame is resumable
+
+
+async def test_upstream_failure_ends_with_one_error_frame(
+    generator: Generator, notifier: FakeNotifier, model: FakeChatModel, log: FakeRequestLog
+) -> None:
+    await log.claim("dev", "r1", "c1")
+    model.fail_with = UpstreamUnavailable("DeepSeek is unavailable.")
+    await generator.run(job(), deadline=time.monotonic() + 5)
+    start, error = notifier.frames("c1")
+    assert start["type"] == "start"
+    assert error["type"] == "error" and error["code"] == "upstream_unavailable" and error["seq"] == 2
+
+
+async def test_cancel_stops_within_a_second_with_done_cancelled(
+    generator: Generator, service: WsService, notifier: FakeNotifier, model: FakeChatModel, log: FakeRequestLog
+) -> None:
+    await log.claim("dev", "r1", "c1")
+    model.delay = 30  # upstream never answers on its own
+    running = asyncio.create_task(generator.run(job(), deadline=time.monotonic() + 60))
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    await service.handle("c1", DEV, '{"action": "cancel", "request_id": "r1"}')
+    await asyncio.wait_for(running, timeout=2)
+    assert time.monotonic() - started < 1.0
+    frames = notifier.frames("c1")
+    assert frames[-1]["type"] == "done" and frames[-1]["finish_reason"] == "cancelled"
+
+
+async def test_gone_connection_is_deleted_and_generation_stops_without_resume(
+    generator: Generator,
+    notifier: FakeNotifier,
+    connections: FakeConnections,
+    model: FakeChatModel,
+    log: FakeRequestLog,
+) -> None:
+    await log.claim("dev", "r1", "c1")
+    notifier.gone.add("c1")
+    model.delay = 30
+    await asyncio.wait_for(generator.run(job(), deadline=time.monotonic() + 60), timeout=3)
+    assert connections.deleted == ["c1"]
+    assert json.loads(log.frames[("dev", "r1")][-1])["finish_reason"] == "cancelled"
+
+
+async def test_resume_replays_after_seq_and_continues_on_the_new_connection(
+    generator: Generator, service: WsService, notifier: FakeNotifier, model: FakeChatModel, log: FakeRequestLog
+) -> None:
+    await log.claim("dev", "r1", "c1")
+    model.contents = ["a b c d e f"]
+    model.delay = 0.2
+    running = asyncio.create_task(generator.run(job(), deadline=time.monotonic() + 10))
+    await service.handle("c2", DEV, '{"action": "resume", "request_id": "r1", "after_seq": 0}')
+    await asyncio.wait_for(running, timeout=5)
+    seen = {f["seq"]: f for f in notifier.frames("c2")}
+    assert sorted(seen) == list(range(1, max(seen) + 1))  # nothing missing, duplicates collapse by seq
+    assert seen[max(seen)]["type"] == "done"
+    assert "".join(f.get("content", "") for f in seen.values() if f["type"] == "delta") == "a b c d e f"
