@@ -18,7 +18,11 @@ from seekless_local.template import create_tables
 
 DEV_KEY = "sk-seekless-local-dev"
 OTHER_KEY = "sk-seekless-other-tenant"
-TABLES = {"SessionsTable": "seekless-sessions", "ApiKeysTable": "seekless-keys"}
+TABLES = {
+    "SessionsTable": "seekless-sessions",
+    "ApiKeysTable": "seekless-keys",
+    "ConnectionsTable": "seekless-connections",
+}
 
 
 @pytest.fixture(scope="session")

@@ -31,13 +31,21 @@ def _key_schema(description: dict[str, Any]) -> dict[str, str]:
 
 def test_create_tables_names_each_table_after_its_logical_id(dynamodb: Any) -> None:
     names = create_tables(dynamodb)
-    assert names == {"SessionsTable": "seekless-sessionstable", "ApiKeysTable": "seekless-apikeystable"}
+    assert names == {
+        "SessionsTable": "seekless-sessionstable",
+        "ApiKeysTable": "seekless-apikeystable",
+        "ConnectionsTable": "seekless-connectionstable",
+    }
     assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(names.values())
 
 
 def test_caller_chosen_names_override_the_default(dynamodb: Any) -> None:
     names = create_tables(dynamodb, names={"SessionsTable": "test-sessions"})
-    assert names == {"SessionsTable": "test-sessions", "ApiKeysTable": "seekless-apikeystable"}
+    assert names == {
+        "SessionsTable": "test-sessions",
+        "ApiKeysTable": "seekless-apikeystable",
+        "ConnectionsTable": "seekless-connectionstable",
+    }
 
 
 def test_sessions_table_has_the_templates_keys_and_tenant_index(dynamodb: Any) -> None:
@@ -60,7 +68,44 @@ def test_api_keys_table_is_keyed_by_key_hash(dynamodb: Any) -> None:
     assert not table.get("GlobalSecondaryIndexes")
 
 
-@pytest.mark.parametrize("logical_id", ["SessionsTable", "ApiKeysTable"])
+def test_connections_table_is_keyed_by_connection_id_with_a_tenant_index(dynamodb: Any) -> None:
+    names = create_tables(dynamodb)
+    table = dynamodb.describe_table(TableName=names["ConnectionsTable"])["Table"]
+    assert _key_schema(table) == {"connection_id": "HASH"}
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "by_tenant"
+    assert _key_schema(index) == {"tenant_id": "HASH", "connected_at": "RANGE"}
+    attributes = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    assert attributes == {"connection_id": "S", "tenant_id": "S", "connected_at": "N"}
+
+
+def test_a_tenants_connections_are_listed_newest_first_without_a_scan(dynamodb: Any) -> None:
+    table_name = create_tables(dynamodb)["ConnectionsTable"]
+    for connection_id, tenant_id, connected_at in [
+        ("Aaa111connId=", "acme", 1_767_225_600_000),
+        ("Bbb222connId=", "acme", 1_767_225_700_000),
+        ("Ccc333connId=", "other", 1_767_225_800_000),
+    ]:
+        dynamodb.put_item(
+            TableName=table_name,
+            Item={
+                "connection_id": {"S": connection_id},
+                "tenant_id": {"S": tenant_id},
+                "connected_at": {"N": str(connected_at)},
+            },
+        )
+    page = dynamodb.query(
+        TableName=table_name,
+        IndexName="by_tenant",
+        KeyConditionExpression="tenant_id = :tenant",
+        ExpressionAttributeValues={":tenant": {"S": "acme"}},
+        ScanIndexForward=False,
+    )
+    assert [item["connection_id"]["S"] for item in page["Items"]] == ["Bbb222connId=", "Aaa111connId="]
+
+
+@pytest.mark.parametrize("logical_id", ["SessionsTable", "ApiKeysTable", "ConnectionsTable"])
 def test_ttl_is_enabled_on_expires_at(dynamodb: Any, logical_id: str) -> None:
     names = create_tables(dynamodb)
     ttl = dynamodb.describe_time_to_live(TableName=names[logical_id])["TimeToLiveDescription"]

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cfnlint.api import ManualArgs, lint_file
-from samtranslator.translator.transform import transform
 
-from seekless.config import Settings
 from seekless_local.events import event_files, load_event
 from seekless_local.template import (
     TEMPLATE_PATH,
@@ -21,70 +17,28 @@ from seekless_local.template import (
     load_handler,
     load_template,
 )
+from tests.template.conftest import (
+    ALLOWED_MANAGED_POLICIES,
+    POWERTOOLS_ENV,
+    XRAY_WRITE_ACTIONS,
+    as_list,
+    function_roles,
+    resources,
+    settings_env_names,
+    statements,
+)
 
-# The only Resource "*" grants a function may hold: X-Ray's write calls take no resource ARN.
-XRAY_WRITE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-# AWS-managed policies SAM attaches. Their Resource "*" statements are AWS's own and unavoidable:
-# logs for every function, X-Ray for Tracing: Active, ENI management for VpcConfig.
-ALLOWED_MANAGED_POLICIES = {
-    "service-role/AWSLambdaBasicExecutionRole",
-    "AWSXrayWriteOnlyAccess",
-    "service-role/AWSLambdaVPCAccessExecutionRole",
+FUNCTIONS = {
+    "RestApiFunction",
+    "WsAuthorizerFunction",
+    "WsConnectFunction",
+    "WsDisconnectFunction",
+    "WsMessageFunction",
+    "GeneratorFunction",
 }
-# Environment names that Powertools reads itself, not the settings model.
-POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
-
-
-class OfflinePolicyLoader:
-    """Stands in for ManagedPolicyLoader: the template names managed policies by ARN, never by name,
-    so the translator must not need IAM's list of policies."""
-
-    def load(self) -> dict[str, str]:
-        raise AssertionError("the translator asked IAM for managed policy names")
-
-
-@pytest.fixture(scope="module")
-def template() -> dict[str, Any]:
-    return load_template()
-
-
-@pytest.fixture(scope="module")
-def transformed(template: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    packaged = copy.deepcopy(template)
-    # What `sam package` does: local code folders become S3 URIs, which the translator requires.
-    for resource in packaged["Resources"].values():
-        props = resource.get("Properties", {})
-        for key in ("CodeUri", "ContentUri"):
-            if isinstance(props.get(key), str):
-                props[key] = "s3://seekless-artifacts/code.zip"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        yield transform(packaged, {}, OfflinePolicyLoader())  # type: ignore[arg-type]
-
-
-def _resources(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
-    return {k: v for k, v in template["Resources"].items() if v["Type"] == resource_type}
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _function_roles(transformed: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    roles = {}
-    for logical_id, function in _resources(transformed, "AWS::Lambda::Function").items():
-        role_ref = function["Properties"]["Role"]
-        assert role_ref.get("Fn::GetAtt", [None])[1] == "Arn", f"{logical_id} must use a role of this stack"
-        roles[logical_id] = transformed["Resources"][role_ref["Fn::GetAtt"][0]]
-    return roles
-
-
-def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        statement
-        for policy in role["Properties"].get("Policies", [])
-        for statement in _as_list(policy["PolicyDocument"]["Statement"])
-    ]
+# Durable tables: recoverable and retained. ConnectionsTable is ephemeral (see
+# test_websocket_template.py for what it must be instead).
+DURABLE_TABLES = {"SessionsTable", "ApiKeysTable"}
 
 
 # ---------------------------------------------------------------- lint and transform
@@ -95,26 +49,28 @@ def test_cfn_lint_reports_nothing_at_any_level() -> None:
     assert [str(match) for match in matches] == []
 
 
-def test_sam_transform_offline_yields_one_rest_function_behind_one_stage(transformed: dict[str, Any]) -> None:
+def test_sam_transform_offline_yields_every_function_and_one_rest_stage(transformed: dict[str, Any]) -> None:
     assert "Transform" not in transformed
-    functions = _resources(transformed, "AWS::Lambda::Function")
-    assert set(functions) == {"RestApiFunction"}
-    props = functions["RestApiFunction"]["Properties"]
-    assert props["Runtime"] == "python3.12"
-    assert props["Architectures"] == ["arm64"]
-    assert props["Handler"] == "app.handler"
-    assert props["TracingConfig"] == {"Mode": "Active"}
-    assert props["Timeout"] <= 29
+    functions = resources(transformed, "AWS::Lambda::Function")
+    assert set(functions) == FUNCTIONS
+    for logical_id, function in functions.items():
+        props = function["Properties"]
+        assert props["Runtime"] == "python3.12", logical_id
+        assert props["Architectures"] == ["arm64"], logical_id
+        assert props["Handler"] == "app.handler", logical_id
+        assert props["TracingConfig"] == {"Mode": "Active"}, logical_id
+    # Behind API Gateway's 29 s integration timeout; only the generator (no API in front) runs longer.
+    assert functions["RestApiFunction"]["Properties"]["Timeout"] <= 29
     # Only the template's stage exists: no stray "Stage" stage without throttling or logs.
-    assert [s["Properties"]["StageName"] for s in _resources(transformed, "AWS::ApiGateway::Stage").values()] == [
+    assert [s["Properties"]["StageName"] for s in resources(transformed, "AWS::ApiGateway::Stage").values()] == [
         {"Ref": "Stage"}
     ]
-    for deployment in _resources(transformed, "AWS::ApiGateway::Deployment").values():
+    for deployment in resources(transformed, "AWS::ApiGateway::Deployment").values():
         assert "StageName" not in deployment["Properties"]
 
 
 def test_rest_api_proxies_every_path_to_the_function_without_an_authorizer(transformed: dict[str, Any]) -> None:
-    (api,) = _resources(transformed, "AWS::ApiGateway::RestApi").values()
+    (api,) = resources(transformed, "AWS::ApiGateway::RestApi").values()
     body = api["Properties"]["Body"]
     assert set(body["paths"]) == {"/", "/{proxy+}"}
     for path in body["paths"].values():
@@ -122,12 +78,12 @@ def test_rest_api_proxies_every_path_to_the_function_without_an_authorizer(trans
         method = path["x-amazon-apigateway-any-method"]
         assert method["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
         assert "security" not in method
-    assert not _resources(transformed, "AWS::ApiGateway::Authorizer")
+    assert not resources(transformed, "AWS::ApiGateway::Authorizer")
     assert "BinaryMediaTypes" not in api["Properties"]
 
 
 def test_rest_stage_throttles_traces_and_logs_access(transformed: dict[str, Any]) -> None:
-    (stage,) = _resources(transformed, "AWS::ApiGateway::Stage").values()
+    (stage,) = resources(transformed, "AWS::ApiGateway::Stage").values()
     props = stage["Properties"]
     assert props["TracingEnabled"] is True
     assert "DestinationArn" in props["AccessLogSetting"]
@@ -141,33 +97,33 @@ def test_rest_stage_throttles_traces_and_logs_access(transformed: dict[str, Any]
 
 
 def test_function_roles_grant_no_wildcard_actions(transformed: dict[str, Any]) -> None:
-    for logical_id, role in _function_roles(transformed).items():
-        for statement in _statements(role):
-            for action in _as_list(statement["Action"]):
+    for logical_id, role in function_roles(transformed).items():
+        for statement in statements(role):
+            for action in as_list(statement["Action"]):
                 assert action != "*" and not action.endswith(":*"), f"{logical_id}: {action}"
                 assert "NotAction" not in statement
 
 
 def test_function_roles_use_resource_star_only_for_xray_writes(transformed: dict[str, Any]) -> None:
-    for logical_id, role in _function_roles(transformed).items():
-        for statement in _statements(role):
-            if "*" in _as_list(statement["Resource"]):
-                assert set(_as_list(statement["Action"])) <= XRAY_WRITE_ACTIONS, f"{logical_id}: {statement}"
+    for logical_id, role in function_roles(transformed).items():
+        for statement in statements(role):
+            if "*" in as_list(statement["Resource"]):
+                assert set(as_list(statement["Action"])) <= XRAY_WRITE_ACTIONS, f"{logical_id}: {statement}"
 
 
 def test_function_roles_attach_only_the_aws_managed_policies_sam_needs(transformed: dict[str, Any]) -> None:
-    for logical_id, role in _function_roles(transformed).items():
+    for logical_id, role in function_roles(transformed).items():
         for arn in role["Properties"].get("ManagedPolicyArns", []):
             assert isinstance(arn, str) and arn.startswith("arn:aws:iam::aws:policy/"), f"{logical_id}: {arn}"
             assert arn.removeprefix("arn:aws:iam::aws:policy/") in ALLOWED_MANAGED_POLICIES, f"{logical_id}: {arn}"
 
 
 def test_rest_function_reads_keys_and_writes_only_sessions(transformed: dict[str, Any]) -> None:
-    role = _function_roles(transformed)["RestApiFunction"]
+    role = function_roles(transformed)["RestApiFunction"]
     grants: dict[str, set[str]] = {}
-    for statement in _statements(role):
-        for resource in _as_list(statement["Resource"]):
-            grants.setdefault(json.dumps(resource, sort_keys=True), set()).update(_as_list(statement["Action"]))
+    for statement in statements(role):
+        for resource in as_list(statement["Resource"]):
+            grants.setdefault(json.dumps(resource, sort_keys=True), set()).update(as_list(statement["Action"]))
 
     def granted(resource: Any) -> set[str]:
         return grants.pop(json.dumps(resource, sort_keys=True), set())
@@ -206,15 +162,23 @@ def test_cache_admits_only_the_functions_security_group(template: dict[str, Any]
 # ---------------------------------------------------------------- stateful resources and packaging
 
 
-def test_every_table_is_encrypted_recoverable_expiring_and_retained(template: dict[str, Any]) -> None:
-    tables = _resources(template, "AWS::DynamoDB::Table")
-    assert set(tables) == {"SessionsTable", "ApiKeysTable"}
+def test_every_table_is_encrypted_on_demand_and_expiring(template: dict[str, Any]) -> None:
+    tables = resources(template, "AWS::DynamoDB::Table")
+    assert set(tables) == DURABLE_TABLES | {"ConnectionsTable"}
     for logical_id, table in tables.items():
         props = table["Properties"]
         assert props["SSESpecification"]["SSEEnabled"] is True, logical_id
-        assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True, logical_id
+        assert props["BillingMode"] == "PAY_PER_REQUEST", logical_id
         assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}, logical_id
-        assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain", logical_id
+        # Set explicitly either way, so the choice is visible (and cfn-lint's I3011 stays quiet).
+        assert {"DeletionPolicy", "UpdateReplacePolicy"} <= set(table), logical_id
+
+
+@pytest.mark.parametrize("logical_id", sorted(DURABLE_TABLES))
+def test_durable_tables_are_recoverable_and_retained(template: dict[str, Any], logical_id: str) -> None:
+    table = template["Resources"][logical_id]
+    assert table["Properties"]["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
 
 
 def test_layer_is_built_by_sam_for_python_3_12_or_newer_on_arm64(template: dict[str, Any]) -> None:
@@ -235,23 +199,16 @@ def test_rest_url_output_is_the_openai_base_url(template: dict[str, Any]) -> Non
 # ---------------------------------------------------------------- environment
 
 
-def _settings_env_names() -> set[str]:
-    prefix = Settings.model_config.get("env_prefix", "")
-    names = set()
-    for name, field in Settings.model_fields.items():
-        names.add(f"{prefix}{name}".upper())
-        alias = field.validation_alias
-        if isinstance(alias, str):
-            names.add(alias.upper())
-        elif alias is not None:
-            names.update(str(choice).upper() for choice in getattr(alias, "choices", []))
-    return names
-
-
-def test_rest_function_environment_names_are_all_known_to_settings(template: dict[str, Any]) -> None:
-    environment = function_specs(template)["RestApiFunction"].environment
-    unknown = set(environment) - _settings_env_names() - POWERTOOLS_ENV
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_function_environment_names_are_all_known_to_settings(template: dict[str, Any], logical_id: str) -> None:
+    # A misspelt name would be ignored silently and the function would run on a default.
+    environment = function_specs(template)[logical_id].environment
+    unknown = set(environment) - settings_env_names() - POWERTOOLS_ENV
     assert unknown == set()
+
+
+def test_rest_function_environment_sets_everything_it_needs(template: dict[str, Any]) -> None:
+    environment = function_specs(template)["RestApiFunction"].environment
     # Everything the function needs on AWS is set by the template, not left to a default.
     assert {
         "SEEKLESS_SESSIONS_TABLE",
@@ -265,13 +222,19 @@ def test_rest_function_environment_names_are_all_known_to_settings(template: dic
     } <= set(environment)
 
 
-def test_redis_url_uses_tls_to_the_serverless_cache_endpoint(template: dict[str, Any]) -> None:
-    text, variables = function_specs(template)["RestApiFunction"].environment["REDIS_URL"]["Fn::Sub"]
-    assert text.startswith("rediss://")
-    assert variables == {
-        "Host": {"Fn::GetAtt": ["Cache", "Endpoint.Address"]},
-        "Port": {"Fn::GetAtt": ["Cache", "Endpoint.Port"]},
+def test_redis_url_uses_tls_to_the_serverless_cache_endpoint_in_cluster_mode(template: dict[str, Any]) -> None:
+    users = {
+        logical_id: spec for logical_id, spec in function_specs(template).items() if "REDIS_URL" in spec.environment
     }
+    assert set(users) == {"RestApiFunction", "WsAuthorizerFunction", "WsMessageFunction", "GeneratorFunction"}
+    for logical_id, spec in users.items():
+        text, variables = spec.environment["REDIS_URL"]["Fn::Sub"]
+        assert text.startswith("rediss://"), logical_id
+        assert variables == {
+            "Host": {"Fn::GetAtt": ["Cache", "Endpoint.Address"]},
+            "Port": {"Fn::GetAtt": ["Cache", "Endpoint.Port"]},
+        }, logical_id
+        assert spec.environment["SEEKLESS_REDIS_CLUSTER"] == "true", logical_id
 
 
 # ---------------------------------------------------------------- seekless_local.template

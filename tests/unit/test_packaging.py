@@ -52,3 +52,31 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr + result.stdout
+
+
+def imported_by(handler: str) -> set[str]:
+    probe = f"""
+import importlib.util, sys, json
+spec = importlib.util.spec_from_file_location("handler", {str(ROOT / handler)!r})
+module = importlib.util.module_from_spec(spec)
+sys.modules["handler"] = module
+spec.loader.exec_module(module)
+print(json.dumps(sorted(sys.modules)))
+"""
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    return set(json.loads(result.stdout))
+
+
+def test_connect_and_disconnect_handlers_stay_light() -> None:
+    """They run on every handshake and hang-up: no HTTP client, Redis, pydantic or boto3 at import
+    (boto3 loads on first use), so their cold start stays a fraction of `import boto3`."""
+    # Powertools imports the bare botocore package (for its version string, ~1 ms); a botocore client
+    # or session would be the real cost.
+    forbidden = {"httpx", "redis", "pydantic", "pydantic_settings", "boto3", "fastapi", "botocore.session"}
+    for handler in ("functions/ws_connect/app.py", "functions/ws_disconnect/app.py"):
+        modules = imported_by(handler)
+        heavy = {name for name in modules if name in forbidden or name.split(".")[0] in forbidden}
+        assert heavy == set(), f"{handler} imports {sorted(heavy)[:10]}"
