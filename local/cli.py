@@ -14,6 +14,8 @@ def _dev(args: argparse.Namespace) -> int:
     config = StackConfig.from_environment()
     if args.port is not None:
         config.rest_port = args.port
+    if args.ws_port is not None:
+        config.ws_port = args.ws_port
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     print("starting the local stack...", flush=True)
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     dev = commands.add_parser("dev", help="run the whole stack locally (REST on :3000)")
     dev.add_argument("--port", type=int, default=None, help="REST port (default 3000 or SEEKLESS_REST_PORT)")
+    dev.add_argument("--ws-port", type=int, default=None, help="WebSocket port (default 3001 or SEEKLESS_WS_PORT)")
     dev.set_defaults(run=_dev)
     emulate = commands.add_parser("emulator", help="run the DeepSeek emulator on its own", add_help=False)
     emulate.add_argument("rest", nargs=argparse.REMAINDER)

@@ -6,6 +6,8 @@
   emulator.
 - Tables created from template.yaml; the dev API key (SEEKLESS_DEV_API_KEY) seeded for tenant "dev".
 - The REST function from template.yaml behind a local API Gateway REST proxy on :3000.
+- The WebSocket API from template.yaml (authorizer, routes, generator) on :3001, with the @connections
+  management API and the Lambda Invoke API the handlers call through boto3 unchanged.
 Leaving the ``with`` block (Ctrl-C in `seekless dev`) stops everything it started.
 """
 
@@ -38,6 +40,7 @@ _LOCAL_AWS = {
 class StackConfig:
     host: str = "127.0.0.1"
     rest_port: int = 3000
+    ws_port: int = 3001
     dev_api_key: str = DEFAULT_DEV_API_KEY
     redis_url: str | None = None
     deepseek_api_key: str | None = None
@@ -49,6 +52,7 @@ class StackConfig:
     def from_environment(cls) -> StackConfig:
         return cls(
             rest_port=int(os.environ.get("SEEKLESS_REST_PORT", "3000")),
+            ws_port=int(os.environ.get("SEEKLESS_WS_PORT", "3001")),
             dev_api_key=os.environ.get("SEEKLESS_DEV_API_KEY") or DEFAULT_DEV_API_KEY,
             redis_url=os.environ.get("REDIS_URL") or None,
             deepseek_api_key=os.environ.get("DEEPSEEK_API_KEY") or None,
@@ -91,6 +95,8 @@ class LocalStack:
         self._exit = ExitStack()
         self._saved_env: dict[str, str | None] = {}
         self.rest_url = ""
+        self.ws_url = ""
+        self.ws_gateway: Any = None
         self.moto_url = ""
         self.redis: RedisServer | None = None
         self.emulator: Any = None  # seekless_local.emulator.EmulatorServer when emulating DeepSeek
@@ -137,6 +143,7 @@ class LocalStack:
         from seekless_local import template as cfn
         from seekless_local.gateway import ExecutionEnvironments, RestGateway
         from seekless_local.servers import ThreadedServer
+        from seekless_local.ws_gateway import WebSocketGateway
 
         config = self.config
         moto = self._exit.enter_context(MotoServer(config.host))
@@ -154,14 +161,19 @@ class LocalStack:
 
         self._set_env({**_LOCAL_AWS, "AWS_ENDPOINT_URL": moto.url})
         dynamodb = boto3.client("dynamodb", endpoint_url=moto.url)
-        names = {"SessionsTable": "seekless-sessions", "ApiKeysTable": "seekless-keys"}
+        names = {
+            "SessionsTable": "seekless-sessions",
+            "ApiKeysTable": "seekless-keys",
+            "ConnectionsTable": "seekless-connections",
+        }
         self.tables = cfn.create_tables(dynamodb, names=names)
         DynamoKeyStore(self.tables["ApiKeysTable"], client=dynamodb).put(
             hash_key(config.dev_api_key), tenant_id=DEV_TENANT, key_id="dev", name="local development key"
         )
 
         template = cfn.load_template()
-        spec = cfn.function_specs(template)[REST_FUNCTION]
+        specs = cfn.function_specs(template)
+        spec = specs[REST_FUNCTION]
         env = cfn.resolve_environment(
             spec, {"SessionsTable": self.tables["SessionsTable"], "ApiKeysTable": self.tables["ApiKeysTable"]}, template
         )
@@ -169,6 +181,8 @@ class LocalStack:
             {
                 "SEEKLESS_SESSIONS_TABLE": self.tables["SessionsTable"],
                 "SEEKLESS_KEYS_TABLE": self.tables["ApiKeysTable"],
+                "SEEKLESS_CONNECTIONS_TABLE": self.tables["ConnectionsTable"],
+                "SEEKLESS_GENERATOR_FUNCTION": "GeneratorFunction",
                 "REDIS_URL": self.redis.url,
                 "SEEKLESS_REDIS_CLUSTER": "false",
                 "DEEPSEEK_BASE_URL": self.deepseek_base_url,
@@ -181,6 +195,18 @@ class LocalStack:
         )
         env.pop("SEEKLESS_DEEPSEEK_SECRET_NAME", None)  # locally the key comes from the environment
         self._set_env(env)
+
+        # Every function of the WebSocket API runs in this process, on its own warm environments.
+        # Settings are read on each environment's first invocation, so the gateway's endpoints can
+        # still be set after it starts (they are only known then).
+        ws_gateway = WebSocketGateway(
+            template, lambda logical_id: cfn.load_handler(specs[logical_id]), host=config.host, port=config.ws_port
+        )
+        self.ws_gateway = self._exit.enter_context(ws_gateway)
+        self.ws_url = ws_gateway.url
+        self._set_env(
+            {"SEEKLESS_WS_ENDPOINT": ws_gateway.management_url, "AWS_ENDPOINT_URL_LAMBDA": ws_gateway.lambda_url}
+        )
 
         environments = ExecutionEnvironments(
             lambda: cfn.load_handler(spec),
@@ -206,6 +232,8 @@ class LocalStack:
             [
                 "seekless local stack is up",
                 f"  REST API     {self.rest_url}/v1   (OpenAPI: {self.rest_url}/openapi.json)",
+                f"  WebSocket    {self.ws_url}   (protocol: docs/WEBSOCKET.md)",
+                f"  Chat page    {self.rest_url}/",
                 f"  AWS (moto)   {self.moto_url}",
                 f"  Redis        {self.redis.describe}",
                 f"  DeepSeek     {self.deepseek_description}",

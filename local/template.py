@@ -318,3 +318,153 @@ def load_handler(spec: FunctionSpec, *, fresh: bool = False) -> Callable[..., An
     if not callable(handler):
         raise AttributeError(f"{spec.module_path} has no callable {spec.handler_attr!r} ({spec.logical_id})")
     return handler
+
+
+# ---------------------------------------------------------------- WebSocket API (API Gateway v2)
+
+WS_API_TYPE = "AWS::ApiGatewayV2::Api"
+WS_ROUTE_TYPE = "AWS::ApiGatewayV2::Route"
+WS_INTEGRATION_TYPE = "AWS::ApiGatewayV2::Integration"
+WS_AUTHORIZER_TYPE = "AWS::ApiGatewayV2::Authorizer"
+_FUNCTION_TYPES = (FUNCTION_TYPE, "AWS::Lambda::Function")
+DEFAULT_FUNCTION_TIMEOUT = 3  # seconds, SAM's and Lambda's default
+
+
+@dataclass(frozen=True)
+class WebSocketAuthorizerSpec:
+    """A REQUEST authorizer: the function it invokes and the identity sources that must be present."""
+
+    logical_id: str
+    function: str
+    # e.g. ("route.request.header.Authorization", "route.request.querystring.ticket"); empty: none required
+    identity_sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WebSocketApiSpec:
+    """One WebSocket API as the local gateway needs it: routes resolved down to function logical ids."""
+
+    logical_id: str
+    route_selection_expression: str
+    routes: dict[str, str]  # route key ("$connect", "chat", ...) → function logical id
+    authorizer: WebSocketAuthorizerSpec | None  # the $connect route's, when AuthorizationType is CUSTOM
+    functions: dict[str, int]  # every function of the template → its Timeout (seconds), for Invoke
+
+
+def references(value: Any) -> set[str]:
+    """Logical ids that ``value`` points at: ``Ref``, ``Fn::GetAtt`` and ``${X}``/``${X.Arn}`` in ``Fn::Sub``.
+
+    Pseudo parameters (``AWS::Region``) are left out.
+    """
+    found: set[str] = set()
+    if isinstance(value, list):
+        for item in value:
+            found |= references(item)
+    elif isinstance(value, dict):
+        for kind, arg in value.items():
+            if kind == "Ref" and isinstance(arg, str):
+                found.add(arg)
+            elif kind == "Fn::GetAtt":
+                target = arg[0] if isinstance(arg, list) else str(arg).partition(".")[0]
+                found.add(target)
+            elif kind == "Fn::Sub":
+                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+                for name in _sub_names(text):
+                    if name not in variables:
+                        found.add(name.partition(".")[0])
+                found |= references(list(variables.values()))
+            else:
+                found |= references(arg)
+    return {name for name in found if not name.startswith("AWS::")}
+
+
+def _sub_names(text: str) -> list[str]:
+    names, rest = [], text
+    while "${" in rest:
+        _, _, tail = rest.partition("${")
+        name, _, rest = tail.partition("}")
+        if not name.startswith("!"):
+            names.append(name.strip())
+    return names
+
+
+def _referenced(value: Any, template: Mapping[str, Any], types: tuple[str, ...]) -> str | None:
+    resources = template.get("Resources", {})
+    matches = sorted(name for name in references(value) if resources.get(name, {}).get("Type") in types)
+    return matches[0] if len(matches) == 1 else None
+
+
+def function_timeouts(template: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Every function's Timeout (Globals merged), keyed by logical id."""
+    template = load_template() if template is None else template
+    default = template.get("Globals", {}).get("Function", {}).get("Timeout", DEFAULT_FUNCTION_TIMEOUT)
+    timeouts: dict[str, int] = {}
+    for logical_id, resource in template.get("Resources", {}).items():
+        if resource.get("Type") in _FUNCTION_TYPES:
+            timeout = resource.get("Properties", {}).get("Timeout", default)
+            timeouts[logical_id] = int(timeout) if isinstance(timeout, int | str) else DEFAULT_FUNCTION_TIMEOUT
+    return timeouts
+
+
+def websocket_api(template: Mapping[str, Any] | None = None, logical_id: str | None = None) -> WebSocketApiSpec:
+    """The template's WebSocket API (AWS::ApiGatewayV2::Api, ProtocolType WEBSOCKET) with its routes.
+
+    Each route's Target (``integrations/<Integration>``) leads to an Integration whose IntegrationUri
+    references a function; the $connect route's AuthorizerId leads to a REQUEST authorizer whose
+    AuthorizerUri references a function. Raises ValueError when the template has no such API (or
+    several and ``logical_id`` does not pick one), or a route does not end at a function here.
+    """
+    template = load_template() if template is None else template
+    apis = {
+        name: resource
+        for name, resource in _resources(template, WS_API_TYPE).items()
+        if resource.get("Properties", {}).get("ProtocolType") == "WEBSOCKET"
+    }
+    if logical_id is not None:
+        if logical_id not in apis:
+            raise ValueError(f"no WebSocket API {logical_id!r} in the template")
+    elif len(apis) != 1:
+        raise ValueError(f"expected one WebSocket API in the template, found {sorted(apis) or 'none'}")
+    else:
+        (logical_id,) = apis
+    props = apis[logical_id].get("Properties", {})
+    selection = props.get("RouteSelectionExpression", "$request.body.action")
+
+    routes: dict[str, str] = {}
+    authorizer: WebSocketAuthorizerSpec | None = None
+    for route_id, route in _resources(template, WS_ROUTE_TYPE).items():
+        route_props = route.get("Properties", {})
+        if logical_id not in references(route_props.get("ApiId")):
+            continue
+        route_key = route_props.get("RouteKey")
+        if not isinstance(route_key, str):
+            raise ValueError(f"{route_id}: RouteKey must be a plain string")
+        integration_id = _referenced(route_props.get("Target"), template, (WS_INTEGRATION_TYPE,))
+        if integration_id is None:
+            raise ValueError(f"{route_id}: Target does not name an integration of this template")
+        integration = template["Resources"][integration_id].get("Properties", {})
+        function = _referenced(integration.get("IntegrationUri"), template, _FUNCTION_TYPES)
+        if function is None:
+            raise ValueError(f"{integration_id}: IntegrationUri does not reference a function of this template")
+        routes[route_key] = function
+        if route_key == "$connect" and route_props.get("AuthorizationType") == "CUSTOM":
+            authorizer_id = _referenced(route_props.get("AuthorizerId"), template, (WS_AUTHORIZER_TYPE,))
+            if authorizer_id is None:
+                raise ValueError(f"{route_id}: AuthorizerId does not name an authorizer of this template")
+            authorizer_props = template["Resources"][authorizer_id].get("Properties", {})
+            authorizer_function = _referenced(authorizer_props.get("AuthorizerUri"), template, _FUNCTION_TYPES)
+            if authorizer_function is None:
+                raise ValueError(f"{authorizer_id}: AuthorizerUri does not reference a function of this template")
+            sources = authorizer_props.get("IdentitySource") or []
+            authorizer = WebSocketAuthorizerSpec(
+                logical_id=authorizer_id,
+                function=authorizer_function,
+                identity_sources=tuple(s for s in sources if isinstance(s, str)),
+            )
+    return WebSocketApiSpec(
+        logical_id=logical_id,
+        route_selection_expression=selection,
+        routes=routes,
+        authorizer=authorizer,
+        functions=function_timeouts(template),
+    )

@@ -32,7 +32,7 @@ def _transport() -> httpx.HTTPTransport:
 
 @pytest.fixture(scope="package")
 def stack() -> Iterator[LocalStack]:
-    with LocalStack(StackConfig(rest_port=0)) as running:
+    with LocalStack(StackConfig(rest_port=0, ws_port=0)) as running:
         assert running.emulator is not None, "the contract suite runs against the DeepSeek emulator"
         yield running
 

@@ -37,7 +37,7 @@ def test_dev_serves_then_ctrl_c_stops_every_process_it_started() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DEEPSEEK_API_KEY", "AWS_ENDPOINT_URL")}
     env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(
-        [sys.executable, "-m", "seekless_local.cli", "dev", "--port", "0"],
+        [sys.executable, "-m", "seekless_local.cli", "dev", "--port", "0", "--ws-port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -46,9 +46,10 @@ def test_dev_serves_then_ctrl_c_stops_every_process_it_started() -> None:
     try:
         output = "\n".join(read_until(process, "Press Ctrl-C", timeout=60))
         rest = re.search(r"REST API\s+(http://127\.0\.0\.1:(\d+))/v1", output)
+        ws = re.search(r"WebSocket\s+ws://127\.0\.0\.1:(\d+)", output)
         moto = re.search(r"AWS \(moto\)\s+http://127\.0\.0\.1:(\d+)", output)
         redis = re.search(r"Redis\s+(?:redis-server started|embedded fakeredis) on redis://127\.0\.0\.1:(\d+)", output)
-        assert rest and moto and redis, output
+        assert rest and ws and moto and redis, output
         assert "Dev API key  sk-seekless-local-dev" in output
         assert "DeepSeek emulator" in output
         answer = httpx.post(
@@ -58,7 +59,7 @@ def test_dev_serves_then_ctrl_c_stops_every_process_it_started() -> None:
             timeout=30,
         )
         assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
-        ports = [int(rest.group(2)), int(moto.group(1)), int(redis.group(1))]
+        ports = [int(rest.group(2)), int(ws.group(1)), int(moto.group(1)), int(redis.group(1))]
         assert all(port_open(p) for p in ports)
 
         process.send_signal(signal.SIGINT)
