@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST := $(BIN)/pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test check lint typecheck format unit integration contract template bench clean
+.PHONY: help venv dev test check lint typecheck format unit integration contract template browser browser-deps bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ contract: $(STAMP) ## the openai SDK against the running local stack
 
 template: $(STAMP) ## cfn-lint and the SAM translator on template.yaml
 	$(PYTEST) -q tests/template
+
+browser: $(STAMP) ## the reference chat page in headless Chromium against the local stack
+	$(PYTEST) -q tests/browser
+
+browser-deps: ## install Debian's chromium for the browser tests (needs root and apt)
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 bench: $(STAMP) ## run the benchmarks and rewrite BENCHMARKS.md
 	$(BIN)/python -m bench
