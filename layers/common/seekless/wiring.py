@@ -1,18 +1,14 @@
-"""The one place that builds real adapters, once per execution environment.
+"""The one place that builds real adapters, once per execution environment (see environment.py).
 
-Nothing here runs at import. Each factory is cached per thread: on Lambda that is once per execution
-environment (one thread); the local gateway runs each emulated execution environment in its own
-thread with its own event loop, and async clients must not cross event loops.
+Nothing here runs at import.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Coroutine
-from functools import wraps
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING
 
 from seekless.config import Settings
+from seekless.environment import close_environment, per_environment, reset_environment, run
 from seekless.errors import ServiceUnavailable, UpstreamError
 
 if TYPE_CHECKING:
@@ -33,42 +29,7 @@ if TYPE_CHECKING:
     from seekless.ws.generator import Generator
     from seekless.ws.service import WsService
 
-P = ParamSpec("P")
-R = TypeVar("R")
-_environment = threading.local()
-
-
-def per_environment(factory: Callable[[], R]) -> Callable[[], R]:
-    """Cache ``factory``'s result for the lifetime of this execution environment (thread)."""
-
-    @wraps(factory)
-    def cached() -> R:
-        cache: dict[str, object] = _environment.__dict__.setdefault("cache", {})
-        name = factory.__qualname__
-        if name not in cache:
-            cache[name] = factory()
-        return cache[name]  # type: ignore[return-value]
-
-    return cached
-
-
-def reset_environment() -> None:
-    """Forget every cached adapter of this thread (tests; a fresh 'cold start')."""
-    _environment.__dict__.pop("cache", None)
-
-
-def close_environment() -> None:
-    """Close this environment's clients on its own event loop, then forget them (local stack shutdown)."""
-    cache: dict[str, object] = _environment.__dict__.pop("cache", {})
-    closers = [cast(Any, client).aclose for client in cache.values() if hasattr(client, "aclose")]
-    if not closers:
-        return
-    import asyncio
-
-    async def close_all() -> None:
-        await asyncio.gather(*(close() for close in closers), return_exceptions=True)
-
-    asyncio.get_event_loop().run_until_complete(close_all())
+__all__ = ["close_environment", "per_environment", "reset_environment", "run"]
 
 
 @per_environment
@@ -268,19 +229,3 @@ def generator() -> Generator:
         frame_max_bytes=config.ws_frame_max_bytes,
         resume_grace_seconds=config.ws_resume_grace_seconds,
     )
-
-
-def run(coroutine: Coroutine[Any, Any, R]) -> R:
-    """Run a handler's coroutine on this environment's event loop, which lives as long as the
-    environment, so the pooled async clients built on it are reused by every invocation."""
-    import asyncio
-
-    loop = _environment.__dict__.get("loop")
-    if loop is None or loop.is_closed():
-        try:
-            loop = asyncio.get_event_loop_policy().get_event_loop()
-        except RuntimeError:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-        _environment.loop = loop
-    return loop.run_until_complete(coroutine)

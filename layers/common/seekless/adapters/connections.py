@@ -11,8 +11,9 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+
+from seekless.environment import per_environment
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -79,7 +80,7 @@ class DynamoConnectionStore:
         self.client.delete_item(TableName=self._table, Key={"connection_id": {"S": connection_id}})
 
 
-@lru_cache(maxsize=1)
+@per_environment
 def store_from_environment() -> DynamoConnectionStore:
     """The store for $connect/$disconnect, configured straight from SEEKLESS_CONNECTIONS_TABLE.
 
