@@ -1,12 +1,14 @@
-"""Import time of the REST handler module against ``import boto3`` (``python -X importtime``).
+"""Import time of the handler modules against ``import boto3`` (``python -X importtime``).
 
 Run alone with ``python -m bench.import_time [--quick]``. Every measurement is a fresh interpreter:
-``python -X importtime`` importing either the handler module the way Lambda's bootstrap does (the
+``python -X importtime`` importing either a handler module the way Lambda's bootstrap does (the
 function's folder first on ``sys.path``, then ``importlib.import_module("app")``) or ``boto3``, with
-the REST function's environment. The total is the cumulative import time Python reports for that
-one top-level import (the handler's includes running its module body: building the FastAPI app).
-Runs are interleaved (handler on Lambda, handler locally, boto3, ...) after one warm-up run of each,
-and the median of each is reported.
+the function's environment. The total is the cumulative import time Python reports for that one
+top-level import (the handler's includes running its module body: for REST, building the FastAPI
+app). Handlers: the REST function (Lambda and local environment) and the WebSocket ``$connect`` and
+``$disconnect`` functions, which run on every new and every closed connection. Runs are interleaved
+(REST on Lambda, REST locally, $connect, $disconnect, boto3, ...) after one warm-up run of each, and
+the median of each is reported.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bench.common import (
+    LOCAL_AWS,
     REPO_ROOT,
+    TABLE_NAMES,
     Row,
     Section,
     X,
@@ -34,7 +39,11 @@ from bench.common import (
 )
 
 TARGET_RATIO = 1.3
+WS_TARGET_RATIO = 0.5  # issue 3, "Performance": $connect/$disconnect at most half of `import boto3`
 FUNCTION_DIR = REPO_ROOT / "functions" / "rest_api"
+#: The WebSocket handlers measured: (logical id in template.yaml, route).
+WS_FUNCTIONS = (("WsConnectFunction", "$connect"), ("WsDisconnectFunction", "$disconnect"))
+CONNECTIONS_TABLE = "seekless-connections"
 START = "@@bench-import-start"
 
 # The child: a marker, then one import, as Lambda's bootstrap imports a handler module. The builtin
@@ -82,6 +91,37 @@ class Variant:
     name: str
     target: str
     env: dict[str, str]
+    function_dir: Path = FUNCTION_DIR
+
+
+def _on_lambda(env: dict[str, str], function_name: str, function_dir: Path) -> dict[str, str]:
+    """As on Lambda: Powertools Tracer is on (template.yaml: Tracing: Active) when the function runs there."""
+    return {
+        **{k: v for k, v in env.items() if k != "POWERTOOLS_TRACE_DISABLED"},
+        "AWS_LAMBDA_FUNCTION_NAME": function_name,
+        "LAMBDA_TASK_ROOT": str(function_dir),
+    }
+
+
+def ws_variant(logical_id: str, route: str) -> Variant:
+    """A WebSocket route handler with its template.yaml environment, as on Lambda."""
+    from seekless_local import template as cfn
+
+    template = cfn.load_template()
+    spec = cfn.function_specs(template)[logical_id]
+    tables = {**TABLE_NAMES, "ConnectionsTable": CONNECTIONS_TABLE}
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("AWS_LAMBDA_FUNCTION_NAME", "LAMBDA_TASK_ROOT")},
+        **cfn.resolve_environment(spec, tables, template),
+        **LOCAL_AWS,
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+        "SEEKLESS_ENVIRONMENT": "local",
+        "SEEKLESS_CONNECTIONS_TABLE": CONNECTIONS_TABLE,
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    function_dir = Path(spec.code_uri)
+    return Variant(f"{route} handler (Lambda env)", "app", _on_lambda(env, logical_id, function_dir), function_dir)
 
 
 def variants() -> list[Variant]:
@@ -91,23 +131,19 @@ def variants() -> list[Variant]:
             moto_url="http://127.0.0.1:1", redis_url="redis://127.0.0.1:1/0", deepseek_url="http://127.0.0.1:1"
         ),
     }
-    # As on Lambda: Powertools Tracer is on (template.yaml: Tracing: Active) when the function runs there.
-    on_lambda = {
-        **{k: v for k, v in base.items() if k != "POWERTOOLS_TRACE_DISABLED"},
-        "AWS_LAMBDA_FUNCTION_NAME": "RestApiFunction",
-        "LAMBDA_TASK_ROOT": str(FUNCTION_DIR),
-    }
+    on_lambda = _on_lambda(base, "RestApiFunction", FUNCTION_DIR)
     local = {k: v for k, v in base.items() if k not in ("AWS_LAMBDA_FUNCTION_NAME", "LAMBDA_TASK_ROOT")}
     return [
         Variant("handler (Lambda env, tracer on)", "app", on_lambda),
         Variant("handler (local env, tracer off)", "app", local),
+        *(ws_variant(logical_id, route) for logical_id, route in WS_FUNCTIONS),
         Variant("boto3", "boto3", local),
     ]
 
 
 def measure_once(variant: Variant) -> Imported:
     completed = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", CHILD, variant.target, str(FUNCTION_DIR)],
+        [sys.executable, "-X", "importtime", "-c", CHILD, variant.target, str(variant.function_dir)],
         env=variant.env,
         cwd=REPO_ROOT,
         capture_output=True,
@@ -139,20 +175,8 @@ def run(quick: bool = False) -> list[Section]:
         results[name].append(measure_once(by_name[name]))
 
     boto3 = statistics.median(run.total_ms for run in results["boto3"])
-    rows = []
-    for variant in chosen[:2]:
-        total = statistics.median(run.total_ms for run in results[variant.name])
-        value = ratio(total, boto3)
-        rows.append(
-            Row(
-                f"import {variant.name}, median",
-                ms(total),
-                f"{ms(boto3)} (`import boto3`)",
-                times(value),
-                f"≤ {TARGET_RATIO:g}{X} (aim)",
-                value <= TARGET_RATIO,
-            )
-        )
+    rest, ws = chosen[:2], chosen[2:-1]
+    rows = [_row(variant, results, boto3, TARGET_RATIO, "(aim)") for variant in rest]
     notes = [
         f"{rounds} interleaved runs of each after one warm-up run; every run is a fresh `python -X importtime` "
         "process; the figure is the cumulative time Python reports for the one top-level import.",
@@ -164,18 +188,50 @@ def run(quick: bool = False) -> list[Section]:
         "Powertools Tracer activates and patches botocore and httpx, as on AWS (template.yaml: `Tracing: Active`). "
         "Local env: `POWERTOOLS_TRACE_DISABLED=true`, as `make dev` runs it.",
     ]
-    for variant in chosen[:2]:
-        runs = results[variant.name]
-        top = ", ".join(f"`{name}` {ms(value)}" for name, value in top_self(runs))
-        has_boto3 = all("boto3" in run.self_ms for run in runs)
-        has_botocore = all("botocore" in run.self_ms for run in runs)
-        pulled = "boto3" if has_boto3 else ("botocore, not boto3" if has_botocore else "neither boto3 nor botocore")
-        notes.append(f"Top 10 self time, {variant.name} (median per module): {top}. It imports {pulled}.")
-    return [Section(title="Import time of the REST handler module", rows=rows, notes=notes)]
+    notes += [_top_note(variant, results[variant.name]) for variant in rest]
+    ws_rows = [_row(variant, results, boto3, WS_TARGET_RATIO, "") for variant in ws]
+    ws_notes = [
+        "Measured in the same interleaved runs as the REST handler (same method, same `import boto3` baseline): "
+        "`functions/ws_connect` and `functions/ws_disconnect` first on `sys.path`, then `import app`, with each "
+        "function's environment from template.yaml and the Lambda variables set (Tracer on, as on AWS). These run "
+        "on every new and every closed connection, so their cold start is paid often.",
+        "Excluded, as for REST: interpreter start-up, the Lambda runtime's imports and first-call work (the "
+        "DynamoDB client is built on the first invocation, by `store_from_environment()`).",
+    ]
+    ws_notes += [_top_note(variant, results[variant.name]) for variant in ws]
+    return [
+        Section(title="Import time of the REST handler module", rows=rows, notes=notes),
+        Section(title="Import time of the WebSocket $connect and $disconnect handlers", rows=ws_rows, notes=ws_notes),
+    ]
+
+
+def _row(variant: Variant, results: dict[str, list[Imported]], boto3: float, target: float, aim: str) -> Row:
+    total = statistics.median(run.total_ms for run in results[variant.name])
+    value = ratio(total, boto3)
+    return Row(
+        f"import {variant.name}, median",
+        ms(total),
+        f"{ms(boto3)} (`import boto3`)",
+        times(value),
+        f"≤ {target:g}{X} {aim}".rstrip(),
+        value <= target,
+    )
+
+
+#: Heavy imports the WebSocket handlers promise to avoid (``botocore.client``: the real botocore;
+#: Powertools imports the bare ``botocore`` package for its user agent, which costs under a millisecond).
+HEAVY = ("boto3", "botocore.client", "pydantic", "httpx", "redis", "aws_xray_sdk")
+
+
+def _top_note(variant: Variant, runs: Sequence[Imported]) -> str:
+    top = ", ".join(f"`{name}` {ms(value)}" for name, value in top_self(runs))
+    heavy = [f"`{name}`" for name in HEAVY if all(name in run.self_ms for run in runs)]
+    pulled = ", ".join(heavy) if heavy else "none of " + ", ".join(f"`{name}`" for name in HEAVY)
+    return f"Top 10 self time, {variant.name} (median per module): {top}. It imports {pulled}."
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args("Import time of the REST handler module against `import boto3`.", argv)
+    args = parse_args("Import time of the handler modules against `import boto3`.", argv)
     print_sections(run(args.quick))
 
 

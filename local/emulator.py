@@ -53,6 +53,7 @@ from types import TracebackType
 from typing import Any
 
 from seekless_local.emulator_text import json_pieces, pieces
+from seekless_local.servers import bind
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -867,19 +868,6 @@ def _quiet_uvicorn() -> None:
 # Serving
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
-    # accepted sockets inherit it. Without it Nagle adds ~40 ms to every response on loopback.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def _uvicorn_config(app: EmulatorApp, **overrides: Any) -> Any:
     import uvicorn
 
@@ -933,7 +921,7 @@ class EmulatorServer:
         import uvicorn
 
         _quiet_uvicorn()
-        sock = _bind(self.host, self.port)
+        sock = bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         ready = self._ready
 
@@ -1011,7 +999,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     app = EmulatorApp(settings)
-    sock = _bind(args.host, args.port)
+    sock = bind(args.host, args.port)
     sock.listen(2048)  # connections queue from here on, so the URL works as soon as it is printed
     port = sock.getsockname()[1]
     _quiet_uvicorn()

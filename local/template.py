@@ -6,6 +6,7 @@ the schema that gets deployed (STYLE.md #11).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import sys
 from collections.abc import Callable, Mapping
@@ -295,7 +296,9 @@ def load_handler(spec: FunctionSpec, *, fresh: bool = False) -> Callable[..., An
     function's folder is on sys.path while the module executes, as /var/task is on Lambda. A second
     call returns the already-imported handler (a warm execution environment) unless ``fresh``.
     """
-    module_name = f"_seekless_function_{spec.logical_id.lower()}"
+    # The file's path is part of the name: two templates may use one logical id for different code.
+    digest = hashlib.sha256(str(spec.module_path.resolve()).encode()).hexdigest()[:12]
+    module_name = f"_seekless_function_{spec.logical_id.lower()}_{digest}"
     module = None if fresh else sys.modules.get(module_name)
     if module is None:
         import_spec = importlib.util.spec_from_file_location(module_name, spec.module_path)

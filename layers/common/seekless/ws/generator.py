@@ -130,10 +130,10 @@ class Generator:
         except SeeklessError as error:
             await emitter.emit("error", code=error.code or error.type, message=error.message)
             return emitter
-        # The client hears back at once; thinking models can take long to their first token, and a
-        # cancel must work during that wait too.
-        await emitter.emit("start", model=job.request.model, session_id=job.session_id)
+        # Upstream starts first; the client hears back at once while it works (thinking models take
+        # long to their first token), and a cancel must work during that wait too.
         starting = asyncio.create_task(self._chat.stream(prepared))
+        await emitter.emit("start", model=job.request.model, session_id=job.session_id)
         while not starting.done():
             await asyncio.wait({starting}, timeout=CANCEL_POLL_SECONDS)
             if not starting.done():
