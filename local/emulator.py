@@ -53,7 +53,7 @@ from types import TracebackType
 from typing import Any
 
 from seekless_local.emulator_text import json_pieces, pieces
-from seekless_local.servers import bind
+from seekless_local.servers import bind, read_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -487,7 +487,7 @@ class EmulatorApp:
         if path not in ("/_emulator/reset", "/_emulator/config") or method != "POST":
             await _send_error(send, _ApiError(404, f"Not Found: {path}"))
             return
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         try:
             body = json.loads(raw) if raw.strip() else {}
             if not isinstance(body, dict):
@@ -505,7 +505,7 @@ class EmulatorApp:
     # ---- chat ----
 
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = await _read_body(receive)
+        raw = await read_body(receive)
         headers = _headers(scope)
         try:
             body: Any = json.loads(raw)
@@ -772,18 +772,6 @@ def _check_auth(headers: dict[str, str]) -> None:
     if scheme.lower() != "bearer" or not key or key == BAD_KEY:
         shown = f"****{key[-4:]}" if key else "(none)"
         raise _ApiError(401, f"Authentication Fails, Your api key: {shown} is invalid", "authentication_error")
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
 
 
 async def _start(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:

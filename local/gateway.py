@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+from seekless_local.servers import read_body
+
 INTEGRATION_TIMEOUT_SECONDS = 29.0
 _TEXT_TYPES = ("text/", "application/json", "application/javascript", "application/xml")
 
@@ -184,19 +186,14 @@ class RestGateway:
             return
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body.extend(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         client = scope.get("client") or ("127.0.0.1", 0)
         event = rest_event(
             method=scope["method"],
             path=scope["path"],
             query=scope.get("query_string", b""),
             headers=scope["headers"],
-            body=bytes(body),
+            body=body,
             source_ip=client[0],
             stage=self._stage,
         )

@@ -24,6 +24,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI HTTP request (empty if the client went away first)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
 class ThreadedServer:
     """uvicorn serving ``app`` on ``host:port`` (0 = a free port) until ``stop``."""
 

@@ -51,7 +51,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from seekless_local.gateway import INTEGRATION_TIMEOUT_SECONDS, ExecutionEnvironments, Handler
-from seekless_local.servers import bind
+from seekless_local.servers import bind, read_body
 from seekless_local.template import WebSocketApiSpec, websocket_api
 
 logger = logging.getLogger(__name__)
@@ -673,18 +673,13 @@ class WebSocketGateway:
     async def _http_app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = bytearray()
-        while True:
-            message = await receive()
-            body.extend(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path, method = scope["path"], scope["method"]
         if match := _CONNECTIONS_PATH.fullmatch(path):
-            answer = await self._management(method, match["id"], bytes(body))
+            answer = await self._management(method, match["id"], body)
         elif (match := _INVOKE_PATH.fullmatch(path)) and method == "POST":
-            answer = await self._lambda_invoke(match["name"], headers, bytes(body))
+            answer = await self._lambda_invoke(match["name"], headers, body)
         else:
             answer = 404, {}, json.dumps({"message": "Not Found"}).encode()
         status, extra, payload = answer
