@@ -4,7 +4,8 @@
 - Redis from REDIS_URL, else a redis-server we start, else embedded fakeredis; it says which.
 - DeepSeek: the real API when DEEPSEEK_API_KEY is set (DEEPSEEK_BASE_URL overrides the base), else the
   emulator.
-- Tables created from template.yaml; the dev API key (SEEKLESS_DEV_API_KEY) seeded for tenant "dev".
+- Tables, queues (dead-letter redrive included) and buckets created from template.yaml; the dev API
+  key (SEEKLESS_DEV_API_KEY) seeded for tenant "dev".
 - The REST function from template.yaml behind a local API Gateway REST proxy on :3000.
 - The WebSocket API from template.yaml (authorizer, routes, generator) on :3001, with the @connections
   management API and the Lambda Invoke API the handlers call through boto3 unchanged.
@@ -102,6 +103,8 @@ class LocalStack:
         self.emulator: Any = None  # seekless_local.emulator.EmulatorServer when emulating DeepSeek
         self.deepseek_base_url = ""
         self.tables: dict[str, str] = {}
+        self.queues: dict[str, str] = {}  # logical id → queue URL
+        self.buckets: dict[str, str] = {}
         self.gateway: Any = None
 
     @property
@@ -165,8 +168,16 @@ class LocalStack:
             "SessionsTable": "seekless-sessions",
             "ApiKeysTable": "seekless-keys",
             "ConnectionsTable": "seekless-connections",
+            "JobsTable": "seekless-jobs",
         }
         self.tables = cfn.create_tables(dynamodb, names=names)
+        self.queues = cfn.create_queues(
+            boto3.client("sqs", endpoint_url=moto.url),
+            names={"JobsQueue": "seekless-jobs", "JobsDeadLetterQueue": "seekless-jobs-dlq"},
+        )
+        self.buckets = cfn.create_buckets(
+            boto3.client("s3", endpoint_url=moto.url), names={"JobsBucket": "seekless-jobs"}
+        )
         DynamoKeyStore(self.tables["ApiKeysTable"], client=dynamodb).put(
             hash_key(config.dev_api_key), tenant_id=DEV_TENANT, key_id="dev", name="local development key"
         )
@@ -174,14 +185,22 @@ class LocalStack:
         template = cfn.load_template()
         specs = cfn.function_specs(template)
         spec = specs[REST_FUNCTION]
-        env = cfn.resolve_environment(
-            spec, {"SessionsTable": self.tables["SessionsTable"], "ApiKeysTable": self.tables["ApiKeysTable"]}, template
-        )
+        refs = {
+            "SessionsTable": self.tables["SessionsTable"],
+            "ApiKeysTable": self.tables["ApiKeysTable"],
+            "JobsTable": self.tables["JobsTable"],
+            "JobsQueue": self.queues["JobsQueue"],  # Ref of a queue is its URL
+            "JobsBucket": self.buckets["JobsBucket"],
+        }
+        env = cfn.resolve_environment(spec, refs, template)
         env.update(
             {
                 "SEEKLESS_SESSIONS_TABLE": self.tables["SessionsTable"],
                 "SEEKLESS_KEYS_TABLE": self.tables["ApiKeysTable"],
                 "SEEKLESS_CONNECTIONS_TABLE": self.tables["ConnectionsTable"],
+                "SEEKLESS_JOBS_TABLE": self.tables["JobsTable"],
+                "SEEKLESS_JOBS_QUEUE_URL": self.queues["JobsQueue"],
+                "SEEKLESS_JOBS_BUCKET": self.buckets["JobsBucket"],
                 "SEEKLESS_GENERATOR_FUNCTION": "GeneratorFunction",
                 "REDIS_URL": self.redis.url,
                 "SEEKLESS_REDIS_CLUSTER": "false",

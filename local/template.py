@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -166,6 +167,113 @@ def create_tables(
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]},
             )
         created[logical_id] = table_name
+    return created
+
+
+# ---------------------------------------------------------------- SQS queues and S3 buckets
+
+QUEUE_TYPE = "AWS::SQS::Queue"
+BUCKET_TYPE = "AWS::S3::Bucket"
+# CloudFormation queue properties that are SQS attributes of the same name.
+_QUEUE_ATTRIBUTES = (
+    "ContentBasedDeduplication",
+    "DelaySeconds",
+    "FifoQueue",
+    "KmsDataKeyReusePeriodSeconds",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "SqsManagedSseEnabled",
+    "VisibilityTimeout",
+)
+
+
+def create_queues(
+    sqs_client: Any,
+    template: Mapping[str, Any] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Create every queue of the template with its attributes and RedrivePolicy.
+
+    Returns logical id → queue URL. ``names`` overrides the default name (``seekless-<logicalid>``).
+    A dead-letter queue is created before the queues that redrive to it, so their RedrivePolicy can
+    name its real ARN; a RedrivePolicy that points outside the template raises ValueError.
+    """
+    template = load_template() if template is None else template
+    names = names or {}
+    pending = dict(_resources(template, QUEUE_TYPE))
+    urls: dict[str, str] = {}
+    arns: dict[str, str] = {}
+    while pending:
+        progressed = False
+        for logical_id, resource in list(pending.items()):
+            props = resource.get("Properties", {})
+            attributes = {key: str(_scalar(props[key])) for key in _QUEUE_ATTRIBUTES if key in props}
+            redrive = props.get("RedrivePolicy")
+            if isinstance(redrive, str):
+                redrive = json.loads(redrive)
+            if redrive:
+                targets = references(redrive.get("deadLetterTargetArn"))
+                if len(targets) != 1 or not targets <= arns.keys() | pending.keys():
+                    raise ValueError(f"{logical_id}: RedrivePolicy must name a queue of this template")
+                (target,) = targets
+                if target not in arns:
+                    continue  # its dead-letter queue first
+                attributes["RedrivePolicy"] = json.dumps(
+                    {"deadLetterTargetArn": arns[target], "maxReceiveCount": int(redrive["maxReceiveCount"])}
+                )
+            name = names.get(logical_id) or default_table_name(logical_id)
+            if attributes.get("FifoQueue") == "true" and not name.endswith(".fifo"):
+                name += ".fifo"
+            url = sqs_client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            arns[logical_id] = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+            urls[logical_id] = url
+            del pending[logical_id]
+            progressed = True
+        if not progressed:
+            raise ValueError(f"RedrivePolicy cycle among {sorted(pending)}")
+    return urls
+
+
+def _encryption_rules(encryption: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """CloudFormation's BucketEncryption rules in the S3 API's spelling."""
+    rules = []
+    for rule in encryption["ServerSideEncryptionConfiguration"]:
+        converted = {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+        if "BucketKeyEnabled" in rule:
+            converted["BucketKeyEnabled"] = rule["BucketKeyEnabled"]
+        rules.append(converted)
+    return rules
+
+
+def create_buckets(
+    s3_client: Any,
+    template: Mapping[str, Any] | None = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Create every bucket of the template with its encryption and public access block.
+
+    Returns logical id → bucket name; ``names`` overrides the default (``seekless-<logicalid>``).
+    """
+    template = load_template() if template is None else template
+    names = names or {}
+    created: dict[str, str] = {}
+    for logical_id, resource in _resources(template, BUCKET_TYPE).items():
+        props = resource.get("Properties", {})
+        name = names.get(logical_id) or default_table_name(logical_id)
+        s3_client.create_bucket(Bucket=name)
+        if "BucketEncryption" in props:
+            s3_client.put_bucket_encryption(
+                Bucket=name,
+                ServerSideEncryptionConfiguration={"Rules": _encryption_rules(props["BucketEncryption"])},
+            )
+        if "PublicAccessBlockConfiguration" in props:
+            s3_client.put_public_access_block(
+                Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
+            )
+        created[logical_id] = name
     return created
 
 

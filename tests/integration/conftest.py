@@ -22,6 +22,7 @@ TABLES = {
     "SessionsTable": "seekless-sessions",
     "ApiKeysTable": "seekless-keys",
     "ConnectionsTable": "seekless-connections",
+    "JobsTable": "seekless-jobs",
 }
 
 

@@ -35,6 +35,7 @@ def test_create_tables_names_each_table_after_its_logical_id(dynamodb: Any) -> N
         "SessionsTable": "seekless-sessionstable",
         "ApiKeysTable": "seekless-apikeystable",
         "ConnectionsTable": "seekless-connectionstable",
+        "JobsTable": "seekless-jobstable",
     }
     assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(names.values())
 
@@ -45,6 +46,7 @@ def test_caller_chosen_names_override_the_default(dynamodb: Any) -> None:
         "SessionsTable": "test-sessions",
         "ApiKeysTable": "seekless-apikeystable",
         "ConnectionsTable": "seekless-connectionstable",
+        "JobsTable": "seekless-jobstable",
     }
 
 

@@ -38,7 +38,7 @@ FUNCTIONS = {
 }
 # Durable tables: recoverable and retained. ConnectionsTable is ephemeral (see
 # test_websocket_template.py for what it must be instead).
-DURABLE_TABLES = {"SessionsTable", "ApiKeysTable"}
+DURABLE_TABLES = {"SessionsTable", "ApiKeysTable", "JobsTable"}
 
 
 # ---------------------------------------------------------------- lint and transform
@@ -141,7 +141,16 @@ def test_rest_function_reads_keys_and_writes_only_sessions(transformed: dict[str
     }
     assert granted({"Fn::Sub": "${SessionsTable.Arn}/index/by_tenant"}) == {"dynamodb:Query"}
     assert granted({"Ref": "DeepSeekApiKeySecret"}) == {"secretsmanager:GetSecretValue"}
-    assert grants == {}, "grants beyond the two tables and the secret"
+    # Jobs: see test_jobs_template.py for what each grant is for.
+    for resource in (
+        {"Fn::GetAtt": ["JobsTable", "Arn"]},
+        {"Fn::Sub": "${JobsTable.Arn}/index/by_tenant"},
+        {"Fn::Sub": "${JobsTable.Arn}/index/by_tenant_status"},
+        {"Fn::GetAtt": ["JobsQueue", "Arn"]},
+        {"Fn::Sub": "${JobsBucket.Arn}/jobs/*"},
+    ):
+        assert granted(resource), resource
+    assert grants == {}, "grants beyond the tables, the jobs queue and bucket, and the secret"
 
 
 def test_cache_admits_only_the_functions_security_group(template: dict[str, Any]) -> None:

@@ -92,3 +92,10 @@ class Settings(BaseSettings):
     ws_frame_max_bytes: int = 32_768  # API Gateway's frame limit
     ws_resume_grace_seconds: float = 30.0  # a generation whose client vanished waits this long for a resume
     ws_ticket_seconds: int = 60
+
+    # Jobs (long generations through SQS)
+    jobs_table: str = "seekless-jobs"
+    jobs_queue_url: str | None = None  # the JobsQueue URL; unset means POST /v1/jobs answers 503
+    jobs_bucket: str | None = None  # results over job_inline_result_bytes go here
+    job_ttl_days: int = 7  # job records (and their idempotency keys) are kept this long
+    job_inline_result_bytes: int = 300_000  # larger results go to S3 (DynamoDB items cap at 400 KB)

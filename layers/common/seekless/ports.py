@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from seekless.contracts import ChatResult, StreamEvent
+from seekless.contracts import ChatCompletionRequest, ChatResult, GenerationJob, StreamEvent
 from seekless.models import ApiKeyRecord, Page, Session, StoredMessage
+
+if TYPE_CHECKING:
+    from seekless.jobs import Job, JobStatus
 
 
 class ChatModel(Protocol):
@@ -80,3 +83,51 @@ class SessionStore(Protocol):
 
 class KeyStore(Protocol):
     def lookup(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+
+class JobStore(Protocol):
+    """Job records, seen from the API: every call names the tenant (another tenant's job is a miss).
+
+    ``create`` returns (job, created): with ``idempotency`` = (key, request fingerprint), a key seen
+    before returns that key's job and False, or raises IdempotencyKeyReused for another body.
+    ``fail`` with ``owner=None`` is the producer abandoning a job it could not enqueue (queued only).
+    Refused transitions raise ``seekless.jobs.JobConflict``; a missing job raises NotFound.
+    """
+
+    def create(
+        self,
+        tenant_id: str,
+        *,
+        key_id: str,
+        request: ChatCompletionRequest,
+        session_id: str | None,
+        idempotency: tuple[str, str] | None = None,
+    ) -> tuple[Job, bool]: ...
+
+    def get(self, tenant_id: str, job_id: str) -> Job: ...
+
+    def list_jobs(self, tenant_id: str, *, status: JobStatus | None, limit: int, after: str | None) -> Page[Job]: ...
+
+    def cancel(self, tenant_id: str, job_id: str) -> Job: ...
+
+    def fail(self, tenant_id: str, job_id: str, error: dict[str, Any], *, owner: str | None) -> Job: ...
+
+
+class JobLeases(Protocol):
+    """Job records, seen from a worker: every write is conditional on the lease it holds."""
+
+    def claim(self, tenant_id: str, job_id: str, *, owner: str, lease_seconds: float) -> Job: ...
+
+    def heartbeat(self, tenant_id: str, job_id: str, *, owner: str, lease_seconds: float) -> Job: ...
+
+    def progress(self, tenant_id: str, job_id: str, *, owner: str, tokens: int) -> Job: ...
+
+    def succeed(self, tenant_id: str, job_id: str, result: dict[str, Any], *, owner: str) -> Job: ...
+
+    def fail(self, tenant_id: str, job_id: str, error: dict[str, Any], *, owner: str | None) -> Job: ...
+
+
+class JobQueue(Protocol):
+    """Where jobs wait for a worker: the message is the versioned ``GenerationJob`` contract."""
+
+    def enqueue(self, job: GenerationJob) -> None: ...

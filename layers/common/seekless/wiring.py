@@ -20,11 +20,14 @@ if TYPE_CHECKING:
     from seekless.adapters.deepseek import DeepSeekClient
     from seekless.adapters.dynamodb import DynamoKeyStore, DynamoSessionStore
     from seekless.adapters.invoker import LambdaInvoker
+    from seekless.adapters.jobs import DynamoJobStore
     from seekless.adapters.redis_cache import RedisResponseCache
+    from seekless.adapters.sqs import SqsJobQueue
     from seekless.adapters.tickets import RedisTicketStore
     from seekless.adapters.ws_buffer import RedisRequestLog
     from seekless.auth import Authenticator
     from seekless.chat import ChatService
+    from seekless.jobs import JobService
     from seekless.telemetry import Telemetry
     from seekless.ws.generator import Generator
     from seekless.ws.service import WsService
@@ -229,3 +232,31 @@ def generator() -> Generator:
         frame_max_bytes=config.ws_frame_max_bytes,
         resume_grace_seconds=config.ws_resume_grace_seconds,
     )
+
+
+@per_environment
+def job_store() -> DynamoJobStore:
+    from seekless.adapters.jobs import DynamoJobStore
+
+    config = settings()
+    return DynamoJobStore(
+        config.jobs_table,
+        bucket=config.jobs_bucket,
+        ttl_days=config.job_ttl_days,
+        inline_result_bytes=config.job_inline_result_bytes,
+    )
+
+
+@per_environment
+def job_queue() -> SqsJobQueue | None:
+    from seekless.adapters.sqs import SqsJobQueue
+
+    url = settings().jobs_queue_url
+    return SqsJobQueue(url) if url else None
+
+
+@per_environment
+def job_service() -> JobService:
+    from seekless.jobs import JobService
+
+    return JobService(store=job_store(), queue=job_queue())

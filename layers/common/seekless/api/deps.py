@@ -6,11 +6,16 @@ import time
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
+from pydantic import ValidationError
 
 from seekless import wiring
 from seekless.adapters.tickets import RedisTicketStore
+from seekless.api.errors import validation_error
 from seekless.chat import ChatService
 from seekless.config import Settings
+from seekless.contracts import ChatCompletionRequest
+from seekless.errors import PayloadTooLarge
+from seekless.jobs import JobService
 from seekless.models import Principal
 from seekless.ports import SessionStore
 
@@ -53,9 +58,30 @@ async def ticket_store() -> RedisTicketStore:
     return wiring.ticket_store()
 
 
+async def job_service() -> JobService:
+    return wiring.job_service()
+
+
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 Deadline = Annotated[float, Depends(deadline)]
 Chat = Annotated[ChatService, Depends(chat_service)]
 Sessions = Annotated[SessionStore, Depends(session_store)]
 AppSettings = Annotated[Settings, Depends(settings)]
 Tickets = Annotated[RedisTicketStore, Depends(ticket_store)]
+Jobs = Annotated[JobService, Depends(job_service)]
+
+
+async def chat_request(request: Request, config: AppSettings) -> ChatCompletionRequest:
+    """A chat-completion body (a job's too), parsed as /v1/chat/completions parses it: the real size
+    against the cap, then strict validation with OpenAI-style 400s."""
+    raw = await request.body()
+    limit = config.max_body_bytes
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"The request body is {len(raw)} bytes; the limit is {limit}.")
+    try:
+        return ChatCompletionRequest.model_validate_json(raw)
+    except ValidationError as error:
+        raise validation_error(error) from error
+
+
+ChatRequestBody = Annotated[ChatCompletionRequest, Depends(chat_request)]

@@ -6,14 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
 
-from seekless.api.deps import AppSettings, Chat, CurrentPrincipal, Deadline
-from seekless.api.errors import validation_error
+from seekless.api.deps import Chat, ChatRequestBody, CurrentPrincipal, Deadline
 from seekless.api.sse import sse_events
 from seekless.caching import CACHE_HEADER
 from seekless.contracts import ChatCompletionRequest
-from seekless.errors import PayloadTooLarge
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
@@ -21,19 +18,12 @@ router = APIRouter(prefix="/v1", tags=["chat"])
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
     request: Request,
+    body: ChatRequestBody,
     principal: CurrentPrincipal,
     chat: Chat,
-    settings: AppSettings,
     deadline: Deadline,
     x_session_id: Annotated[str | None, Header()] = None,
 ) -> Response:
-    raw = await request.body()
-    if len(raw) > settings.max_body_bytes:
-        raise PayloadTooLarge(f"The request body is {len(raw)} bytes; the limit is {settings.max_body_bytes}.")
-    try:
-        body = ChatCompletionRequest.model_validate_json(raw)
-    except ValidationError as error:
-        raise validation_error(error) from error
     prepared = chat.prepare(body, principal, headers=request.headers, deadline=deadline, session_id=x_session_id)
     if not body.stream:
         answer = await chat.complete(prepared)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from seekless.api.deps import CurrentPrincipal, Sessions
+from seekless.api.lists import list_page
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -18,16 +19,6 @@ class CreateSession(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: Annotated[str, Field(max_length=256)] | None = None
     metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] = {}
-
-
-def _page(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": items,
-        "has_more": has_more,
-        "first_id": items[0]["id"] if items else None,
-        "last_id": items[-1]["id"] if items else None,
-    }
 
 
 @router.post("", status_code=201)
@@ -43,7 +34,7 @@ def list_sessions(
     principal: CurrentPrincipal, sessions: Sessions, limit: Limit = 20, after: str | None = None
 ) -> dict[str, Any]:
     page = sessions.list_sessions(principal.tenant_id, limit=limit, after=after)
-    return _page([s.to_api() for s in page.items], page.has_more)
+    return list_page([s.to_api() for s in page.items], page.has_more)
 
 
 @router.get("/{session_id}")
@@ -58,7 +49,7 @@ def get_session(
     session = sessions.get(principal.tenant_id, session_id)
     after_seq = int(after.removeprefix("msg_")) if after else None
     page = sessions.messages(principal.tenant_id, session_id, limit=limit, after=after_seq)
-    return {**session.to_api(), "messages": _page([m.to_api() for m in page.items], page.has_more)}
+    return {**session.to_api(), "messages": list_page([m.to_api() for m in page.items], page.has_more)}
 
 
 @router.delete("/{session_id}")

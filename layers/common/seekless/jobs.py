@@ -1,0 +1,266 @@
+"""Long generations as jobs: the job model, its state machine, and the service that submits them.
+
+A job moves only forward::
+
+    queued ──claim──► running ──succeed──► succeeded
+      │                │  ▲  └────fail────► failed
+      │                │  └─ claim again once the lease has expired (a worker died): attempts + 1
+      └────cancel──────┴───cancel─────────► cancelled
+
+``check_transition`` is the one statement of these rules. The DynamoDB adapter enforces the same rules
+as condition expressions (so two writers can never both win) and, when a condition fails, asks
+``check_transition`` which rule the current item broke, to raise the specific error. A terminal job
+(succeeded, failed, cancelled) is never written again.
+
+Nothing here imports an SDK: the store and the queue are ports (``JobStore``, ``JobQueue``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+from seekless.contracts import ChatCompletionRequest, GenerationJob
+from seekless.errors import Conflict, InvalidRequest, NotFound, SeeklessError, ServiceUnavailable
+from seekless.models import Principal
+
+if TYPE_CHECKING:
+    from seekless.models import Page
+    from seekless.ports import JobQueue, JobStore
+
+logger = logging.getLogger("seekless.jobs")
+
+# Stripe's limit; longer keys are refused rather than silently truncated.
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+ENQUEUE_FAILED = "job_enqueue_failed"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
+Action = Literal["claim", "heartbeat", "progress", "succeed", "fail", "cancel", "abandon"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job as the domain sees it. ``request`` is None in listings (the list index leaves it out,
+    with the result, so a page of jobs never reads megabytes)."""
+
+    id: str
+    tenant_id: str
+    status: JobStatus
+    model: str
+    created_at: int
+    updated_at: int
+    key_id: str = ""
+    request: ChatCompletionRequest | None = None
+    session_id: str | None = None
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    progress_tokens: int = 0
+    result: dict[str, Any] | None = None  # the chat.completion object, once succeeded
+    error: dict[str, Any] | None = None  # OpenAI's error shape (message, type, param, code), once failed
+
+    def to_api(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "object": "job",
+            "status": str(self.status),
+            "model": self.model,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "session_id": self.session_id,
+            "attempts": self.attempts,
+            "progress": {"tokens": self.progress_tokens},
+        }
+        if self.result is not None:
+            data["result"] = self.result
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+    def to_accepted(self) -> dict[str, Any]:
+        """The 202 answer to POST /v1/jobs."""
+        return {"id": self.id, "object": "job", "status": str(self.status), "created_at": self.created_at}
+
+    def to_generation_job(self) -> GenerationJob:
+        """The queue message: the shared, versioned contract (no connection: a REST job's sink is its record)."""
+        if self.request is None:
+            raise ValueError("a job read from a listing carries no request")
+        return GenerationJob(
+            job_id=self.id,
+            tenant_id=self.tenant_id,
+            key_id=self.key_id,
+            request=self.request,
+            session_id=self.session_id,
+            created_at=float(self.created_at),
+        )
+
+
+def job_error(message: str, *, type: str = "server_error", code: str | None = None) -> dict[str, Any]:
+    """A job's ``error`` field, in OpenAI's error shape."""
+    return {"message": message, "type": type, "param": None, "code": code}
+
+
+# -- errors ------------------------------------------------------------------------------------------
+
+
+class JobConflict(Conflict):
+    """A transition the job's current state does not allow (409). ``current`` is the job as it is."""
+
+    default_code = "job_conflict"
+
+    def __init__(self, message: str, *, code: str | None = None, current: Job | None = None) -> None:
+        super().__init__(message, code=code)
+        self.current = current
+
+
+class IdempotencyKeyReused(Conflict):
+    default_code = "idempotency_key_reused"
+
+
+def job_not_found(job_id: str) -> NotFound:
+    return NotFound(f"No job found with id '{job_id}'.", code="job_not_found")
+
+
+# -- the state machine -------------------------------------------------------------------------------
+
+
+def check_transition(action: Action, job: Job | None, *, job_id: str, owner: str | None, now: float) -> None:
+    """Raise the error ``action`` meets on ``job`` (None: missing or expired); return if it is allowed.
+
+    ``abandon`` is the producer giving up on a job it could not enqueue: queued → failed, no owner.
+    """
+    if job is None:
+        raise job_not_found(job_id)
+    status = job.status
+    if action == "cancel":
+        if status.terminal:
+            raise JobConflict(f"Job '{job_id}' is already {status} and cannot be cancelled.", code="job_finished")
+        return
+    if action == "abandon":
+        if status is not JobStatus.QUEUED:
+            raise JobConflict(f"Job '{job_id}' is {status}, not queued.", code="job_not_queued", current=job)
+        return
+    if action == "claim":
+        if status is JobStatus.QUEUED:
+            return
+        if status is JobStatus.RUNNING and (job.lease_expires_at or 0) <= now:
+            return
+        code = "job_finished" if status.terminal else "job_leased"
+        raise JobConflict(f"Job '{job_id}' is {status} and cannot be claimed.", code=code, current=job)
+    # heartbeat, progress, succeed, fail: only the lease holder of a running job.
+    if status is not JobStatus.RUNNING:
+        code = "job_finished" if status.terminal else "job_not_running"
+        raise JobConflict(f"Job '{job_id}' is {status}, not running.", code=code, current=job)
+    if job.lease_owner != owner:
+        raise JobConflict(f"Job '{job_id}' is leased by another worker.", code="lease_lost", current=job)
+
+
+# -- submitting jobs ---------------------------------------------------------------------------------
+
+
+def request_fingerprint(request: ChatCompletionRequest, session_id: str | None) -> str:
+    """What "the same body" means for an idempotency key: the validated request, canonically encoded,
+    so key order and whitespace do not make two identical requests differ."""
+    canonical = json.dumps(
+        {"request": request.model_dump(mode="json", exclude_none=True), "session_id": session_id},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    job: Job
+    created: bool  # False: an earlier request with the same idempotency key made this job
+
+
+class JobService:
+    """Submit, read, list and cancel a tenant's jobs. The worker drives the rest of the lifecycle."""
+
+    def __init__(self, *, store: JobStore, queue: JobQueue | None) -> None:
+        self._store = store
+        self._queue = queue
+
+    def submit(
+        self,
+        principal: Principal,
+        request: ChatCompletionRequest,
+        *,
+        session_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Submission:
+        """Record the job, then enqueue it. The record comes first so a worker always finds it; if the
+        enqueue fails the job is marked failed at once, so no queued job waits for a message that was
+        never sent."""
+        if self._queue is None:
+            raise ServiceUnavailable(
+                "Jobs are not available on this deployment (no jobs queue).", code="jobs_unavailable"
+            )
+        session_id = session_id or request.session_id
+        idempotency: tuple[str, str] | None = None
+        if idempotency_key is not None:
+            if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+                raise InvalidRequest(
+                    f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} characters.",
+                    param="Idempotency-Key",
+                    code="invalid_idempotency_key",
+                )
+            idempotency = (idempotency_key, request_fingerprint(request, session_id))
+        job, created = self._store.create(
+            principal.tenant_id,
+            key_id=principal.key_id,
+            request=request,
+            session_id=session_id,
+            idempotency=idempotency,
+        )
+        if not created:
+            _replay_enqueue_failure(job)
+            return Submission(job=job, created=False)
+        try:
+            self._queue.enqueue(job.to_generation_job())
+        except Exception as error:
+            logger.exception("enqueue failed; marking job %s failed", job.id)
+            message = "The job could not be queued, so it will not run. Retry the request (with a new Idempotency-Key)."
+            self._store.fail(principal.tenant_id, job.id, job_error(message, code=ENQUEUE_FAILED), owner=None)
+            raise _enqueue_failed(job.id) from error
+        return Submission(job=job, created=True)
+
+    def get(self, principal: Principal, job_id: str) -> Job:
+        return self._store.get(principal.tenant_id, job_id)
+
+    def list_jobs(self, principal: Principal, *, status: JobStatus | None, limit: int, after: str | None) -> Page[Job]:
+        return self._store.list_jobs(principal.tenant_id, status=status, limit=limit, after=after)
+
+    def cancel(self, principal: Principal, job_id: str) -> Job:
+        return self._store.cancel(principal.tenant_id, job_id)
+
+
+def _enqueue_failed(job_id: str) -> SeeklessError:
+    return ServiceUnavailable(
+        f"Job '{job_id}' could not be queued and was marked failed; retry with a new Idempotency-Key.",
+        code=ENQUEUE_FAILED,
+    )
+
+
+def _replay_enqueue_failure(job: Job) -> None:
+    """The same key replays the same outcome: a job that never reached the queue answers as it did."""
+    if job.status is JobStatus.FAILED and (job.error or {}).get("code") == ENQUEUE_FAILED:
+        raise _enqueue_failed(job.id)
