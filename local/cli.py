@@ -31,6 +31,12 @@ def _dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from seekless.worker.__main__ import main as worker_main
+
+    return worker_main(["--health"] if args.health else [])
+
+
 def _emulator(args: argparse.Namespace) -> int:
     from seekless_local import emulator
 
@@ -64,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--port", type=int, default=None, help="REST port (default 3000 or SEEKLESS_REST_PORT)")
     dev.add_argument("--ws-port", type=int, default=None, help="WebSocket port (default 3001 or SEEKLESS_WS_PORT)")
     dev.set_defaults(run=_dev)
+    work = commands.add_parser("worker", help="run the job worker (environment-configured, as in the container)")
+    work.add_argument("--health", action="store_true", help="exit 0 when a running worker's heartbeat is fresh")
+    work.set_defaults(run=_worker)
     emulate = commands.add_parser("emulator", help="run the DeepSeek emulator on its own", add_help=False)
     emulate.add_argument("rest", nargs=argparse.REMAINDER)
     emulate.set_defaults(run=_emulator)

@@ -4,7 +4,9 @@ moto applies a DynamoDB transaction by copying the table state and restoring tha
 transaction is cancelled, so two calls inside moto at once can undo each other's committed writes (a
 lost session turn), which real DynamoDB never does. A lock around the application makes each API call
 atomic, as it is on AWS, while clients still race between calls exactly as they would there.
-Connections are still served on threads with keep-alive. Run as
+Connections are still served on threads with keep-alive. An SQS long poll (ReceiveMessage with a wait)
+is the one call let through without the lock: moto sleeps inside it, and holding the lock there would
+stall every other call (the worker's heartbeats, the REST API's reads) for the whole wait. Run as
 ``python -m seekless_local.moto_server HOST PORT``.
 """
 
@@ -18,6 +20,8 @@ from typing import Any
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
+_UNLOCKED = frozenset({"AmazonSQS.ReceiveMessage"})
+
 
 class OneCallAtATime:
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
@@ -25,6 +29,8 @@ class OneCallAtATime:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("HTTP_X_AMZ_TARGET") in _UNLOCKED:
+            return list(self._app(environ, start_response))
         with self._lock:
             return list(self._app(environ, start_response))
 

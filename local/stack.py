@@ -9,6 +9,8 @@
 - The REST function from template.yaml behind a local API Gateway REST proxy on :3000.
 - The WebSocket API from template.yaml (authorizer, routes, generator) on :3001, with the @connections
   management API and the Lambda Invoke API the handlers call through boto3 unchanged.
+- One job worker (``seekless.worker``) on a thread, long-polling the moto jobs queue, when
+  ``StackConfig.worker`` is on (`seekless dev` turns it on; the contract suite drives jobs itself).
 Leaving the ``with`` block (Ctrl-C in `seekless dev`) stops everything it started.
 """
 
@@ -47,6 +49,7 @@ class StackConfig:
     deepseek_api_key: str | None = None
     deepseek_base_url: str | None = None
     environments: int = 4  # concurrent execution environments per function
+    worker: bool = False  # run a job worker thread on the jobs queue
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -58,6 +61,7 @@ class StackConfig:
             redis_url=os.environ.get("REDIS_URL") or None,
             deepseek_api_key=os.environ.get("DEEPSEEK_API_KEY") or None,
             deepseek_base_url=os.environ.get("DEEPSEEK_BASE_URL") or None,
+            worker=os.environ.get("SEEKLESS_DEV_WORKER", "1") != "0",
         )
 
 
@@ -106,6 +110,7 @@ class LocalStack:
         self.queues: dict[str, str] = {}  # logical id → queue URL
         self.buckets: dict[str, str] = {}
         self.gateway: Any = None
+        self.worker: Any = None  # seekless_local.worker.WorkerThread when config.worker
 
     @property
     def dev_api_key(self) -> str:
@@ -239,6 +244,13 @@ class LocalStack:
         self._exit.enter_context(server)
         self.rest_url = server.url
 
+        if config.worker:
+            from seekless_local.worker import WorkerThread
+
+            # A short long-poll locally, so Ctrl-C never waits on an outstanding receive for long.
+            self._set_env({"SEEKLESS_WORKER_WAIT_SECONDS": os.environ.get("SEEKLESS_WORKER_WAIT_SECONDS", "2")})
+            self.worker = self._exit.enter_context(WorkerThread())
+
     def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
         try:
             self._exit.close()
@@ -256,6 +268,11 @@ class LocalStack:
                 f"  AWS (moto)   {self.moto_url}",
                 f"  Redis        {self.redis.describe}",
                 f"  DeepSeek     {self.deepseek_description}",
+                *(
+                    [f"  Job worker   1 thread on {self.queues['JobsQueue']} (POST /v1/jobs, then GET /v1/jobs/{{id}})"]
+                    if self.worker is not None
+                    else []
+                ),
                 f"  Dev API key  {self.dev_api_key}   (tenant '{DEV_TENANT}'; set SEEKLESS_DEV_API_KEY to change)",
                 "Press Ctrl-C to stop.",
             ]

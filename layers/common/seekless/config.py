@@ -99,3 +99,20 @@ class Settings(BaseSettings):
     jobs_bucket: str | None = None  # results over job_inline_result_bytes go here
     job_ttl_days: int = 7  # job records (and their idempotency keys) are kept this long
     job_inline_result_bytes: int = 300_000  # larger results go to S3 (DynamoDB items cap at 400 KB)
+
+    # The GPU worker (python -m seekless.worker): an OpenAI-compatible inference endpoint first (vLLM in
+    # the same ECS task), the DeepSeek API when that endpoint's breaker is open or it fails before output.
+    inference_base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; unset: DeepSeek API only
+    inference_model: str | None = None  # the model id the endpoint serves; unset: the catalogue's upstream name
+    inference_api_key: str = Field("EMPTY", repr=False)  # vLLM's --api-key, if it was started with one
+    worker_concurrency: int = 32  # jobs run at once
+    worker_wait_seconds: int = 20  # SQS long-poll wait (0-20)
+    worker_visibility_seconds: int = 300  # visibility asked for on receive; extended every third of it
+    worker_lease_seconds: float | None = None  # job lease; unset: the visibility timeout
+    worker_max_receive_count: int = 5  # the queue's RedrivePolicy maxReceiveCount
+    worker_grace_seconds: float = 100.0  # on SIGTERM, how long running jobs may finish (ECS stopTimeout 120)
+    worker_progress_seconds: float = 5.0  # progress checkpoints (tokens so far) at most this often
+    worker_cancel_poll_seconds: float = 0.5  # how often a running job's status is read (cancel latency)
+    worker_job_deadline_seconds: float = 3_600.0  # absolute deadline of one job's generation
+    worker_health_file: str | None = None  # touched while the worker's loop runs; unset: <tmp>/seekless-worker.alive
+    worker_health_max_age_seconds: float = 60.0  # `python -m seekless.worker --health` fails past this age

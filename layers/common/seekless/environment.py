@@ -50,6 +50,15 @@ def close_environment() -> None:
     asyncio.get_event_loop().run_until_complete(close_all())
 
 
+async def aclose_environment() -> None:
+    """``close_environment`` from inside the running loop (a long-running process such as the worker)."""
+    import asyncio
+
+    cache: dict[str, object] = _environment.__dict__.pop("cache", {})
+    closers = [cast(Any, client).aclose for client in cache.values() if hasattr(client, "aclose")]
+    await asyncio.gather(*(close() for close in closers), return_exceptions=True)
+
+
 def run(coroutine: Coroutine[Any, Any, R]) -> R:
     """Run a handler's coroutine on this environment's event loop, which lives as long as the
     environment, so the pooled async clients built on it are reused by every invocation."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from seekless.contracts import ChatCompletionRequest, ChatResult, GenerationJob, StreamEvent
@@ -131,3 +132,29 @@ class JobQueue(Protocol):
     """Where jobs wait for a worker: the message is the versioned ``GenerationJob`` contract."""
 
     def enqueue(self, job: GenerationJob) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """One received job message. ``receipt`` identifies this delivery; ``receive_count`` is SQS's
+    ApproximateReceiveCount (1 on the first delivery)."""
+
+    id: str
+    receipt: str
+    body: str
+    receive_count: int
+
+
+class JobMessages(Protocol):
+    """The jobs queue, seen from the worker. Calls block (boto3); the worker runs them in threads.
+    ``extend``, ``delete`` and ``release`` answer False when the delivery is no longer valid."""
+
+    def receive(self, *, max_messages: int, wait_seconds: int, visibility_seconds: int) -> list[QueueMessage]: ...
+
+    def extend(self, message: QueueMessage, seconds: int) -> bool: ...
+
+    def delete(self, message: QueueMessage) -> bool: ...
+
+    def release(self, message: QueueMessage) -> bool:
+        """Visibility 0: hand the message back for another worker at once."""
+        ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from seekless.config import Settings
-from seekless.environment import close_environment, per_environment, reset_environment, run
+from seekless.environment import aclose_environment, close_environment, per_environment, reset_environment, run
 from seekless.errors import ServiceUnavailable, UpstreamError
 
 if TYPE_CHECKING:
@@ -22,17 +22,19 @@ if TYPE_CHECKING:
     from seekless.adapters.invoker import LambdaInvoker
     from seekless.adapters.jobs import DynamoJobStore
     from seekless.adapters.redis_cache import RedisResponseCache
-    from seekless.adapters.sqs import SqsJobQueue
+    from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
     from seekless.adapters.tickets import RedisTicketStore
     from seekless.adapters.ws_buffer import RedisRequestLog
     from seekless.auth import Authenticator
     from seekless.chat import ChatService
     from seekless.jobs import JobService
+    from seekless.ports import ChatModel
     from seekless.telemetry import Telemetry
+    from seekless.worker.runner import FrameSink, Worker
     from seekless.ws.generator import Generator
     from seekless.ws.service import WsService
 
-__all__ = ["close_environment", "per_environment", "reset_environment", "run"]
+__all__ = ["aclose_environment", "close_environment", "per_environment", "reset_environment", "run"]
 
 
 @per_environment
@@ -260,3 +262,113 @@ def job_service() -> JobService:
     from seekless.jobs import JobService
 
     return JobService(store=job_store(), queue=job_queue())
+
+
+# -- the GPU worker (python -m seekless.worker) --------------------------------------------------------
+
+
+@per_environment
+def inference_model() -> DeepSeekClient | None:
+    """The OpenAI-compatible endpoint in the worker's own task (vLLM), with a breaker of its own."""
+    import socket
+
+    from seekless.adapters.breaker import RedisCircuitBreaker
+    from seekless.adapters.deepseek import DeepSeekClient
+
+    config = settings()
+    if not config.inference_base_url:
+        return None
+    client = redis()
+    breaker = (
+        RedisCircuitBreaker(
+            client,
+            # Each task has its own vLLM: one task's sick GPU must not send every task to DeepSeek.
+            name=f"inference:{socket.gethostname()}",
+            failure_threshold=config.breaker_failure_threshold,
+            cooldown_seconds=config.breaker_cooldown_seconds,
+        )
+        if client is not None
+        else None
+    )
+    key = config.inference_api_key
+    return DeepSeekClient(
+        base_url=config.inference_base_url,
+        api_key=lambda _refresh: key,
+        breaker=breaker,
+        retry_attempts=config.retry_attempts,
+        retry_base_delay=config.retry_base_delay_seconds,
+        retry_max_delay=config.retry_max_delay_seconds,
+        connect_timeout=config.connect_timeout_seconds,
+        max_connections=config.max_upstream_connections,
+    )
+
+
+@per_environment
+def worker_chat_model() -> ChatModel:
+    """vLLM first, the DeepSeek API when it cannot start a generation; DeepSeek alone without one."""
+    from seekless.worker.fallback import FallbackChatModel
+
+    primary = inference_model()
+    if primary is None:
+        return chat_model()
+    metrics = telemetry()
+    return FallbackChatModel(
+        primary,
+        chat_model(),
+        primary_model=settings().inference_model,
+        on_fallback=lambda error: metrics.count("InferenceFallbacks"),
+    )
+
+
+@per_environment
+def job_messages() -> SqsJobMessages:
+    from seekless.adapters.sqs import SqsJobMessages
+
+    url = settings().jobs_queue_url
+    if not url:
+        raise ServiceUnavailable("SEEKLESS_JOBS_QUEUE_URL is not configured.")
+    return SqsJobMessages(url)
+
+
+@per_environment
+def worker_frames() -> FrameSink | None:
+    """Streaming jobs that carry a connection_id needs Redis (the frame log) and the WebSocket endpoint."""
+    from seekless.worker.runner import FrameSink
+
+    config = settings()
+    if redis() is None or not config.ws_endpoint:
+        return None
+    return FrameSink(
+        log=request_log(),
+        notifier=notifier(),
+        connections=connection_store(),
+        flush_interval=config.ws_flush_interval_ms / 1000,
+        flush_bytes=config.ws_flush_bytes,
+        frame_max_bytes=config.ws_frame_max_bytes,
+        resume_grace_seconds=config.ws_resume_grace_seconds,
+    )
+
+
+@per_environment
+def worker() -> Worker:
+    from seekless.worker.health import health_path, touch
+    from seekless.worker.runner import Worker, WorkerConfig
+
+    config = settings()
+    path = health_path(config.worker_health_file)
+    return Worker(
+        config=WorkerConfig.from_settings(config),
+        messages=job_messages(),
+        jobs=job_store(),
+        settings=config,
+        model=worker_chat_model(),
+        sessions=session_store(),
+        frames=worker_frames(),
+        on_alive=lambda: touch(path),
+        alive_interval=min(5.0, max(0.5, config.worker_health_max_age_seconds / 3)),
+    )
+
+
+async def close_worker() -> None:
+    """Close the worker's pooled clients on its event loop (the process is about to exit)."""
+    await aclose_environment()

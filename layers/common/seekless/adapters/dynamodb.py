@@ -216,8 +216,21 @@ class DynamoSessionStore:
             name=data.get("name"),
         )
 
-    def append(self, tenant_id: str, session_id: str, messages: list[dict[str, Any]]) -> Session:
-        """Append messages after whatever is there now; retried when a concurrent turn got in first."""
+    def append(
+        self,
+        tenant_id: str,
+        session_id: str,
+        messages: list[dict[str, Any]],
+        *,
+        guard: dict[str, Any] | None = None,
+    ) -> Session:
+        """Append messages after whatever is there now; retried when a concurrent turn got in first.
+
+        ``guard`` is one more TransactWriteItem (any table) committed with the append or not at all:
+        the GPU worker passes its job's "session appended" marker, so a redelivered job can never
+        append twice. When the guard's own condition fails, nothing is written and Conflict
+        (code ``append_guard_failed``) is raised.
+        """
         pk = self._pk(tenant_id, session_id)
         for _ in range(APPEND_ATTEMPTS):
             meta = self._session(self._meta(tenant_id, session_id, consistent=True))
@@ -261,10 +274,16 @@ class DynamoSessionStore:
                         }
                     }
                 )
+            if guard is not None:
+                writes.append(guard)
             try:
                 self._client.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") == "TransactionCanceledException":
+                    reasons: list[Any] = list(error.response.get("CancellationReasons") or [])
+                    guard_refused = guard is not None and len(reasons) == len(writes)
+                    if guard_refused and reasons[-1].get("Code") == "ConditionalCheckFailed":
+                        raise Conflict("The append's guard refused it.", code="append_guard_failed") from error
                     continue  # another turn moved the counter first: re-read and go after it
                 raise _store_error(error) from error
             return Session(

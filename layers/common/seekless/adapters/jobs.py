@@ -509,6 +509,21 @@ class DynamoJobStore:
             status=JobStatus.CANCELLED,
         )
 
+    def session_append_guard(self, tenant_id: str, job_id: str) -> dict[str, Any]:
+        """A TransactWriteItem that marks a succeeded job's reply as appended to its session, and
+        refuses if it already was: committed in the same transaction as the append (see
+        ``DynamoSessionStore.append(guard=...)``), it makes the append happen once per job."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": self._key(tenant_id, job_id),
+                "UpdateExpression": "SET session_appended_at = :t",
+                "ConditionExpression": "#status = :succeeded AND attribute_not_exists(session_appended_at)",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": _item({":t": int(self._clock()), ":succeeded": str(JobStatus.SUCCEEDED)}),
+            }
+        }
+
     # -- results in S3 -------------------------------------------------------------------------------
 
     def _write_result(self, tenant_id: str, job_id: str, body: str) -> dict[str, Any]:

@@ -1,0 +1,448 @@
+"""The job worker against real sockets: moto as a child process (queues with their redrive policy from
+template.yaml), a real Redis, and the DeepSeek emulator. Visibility timeouts and leases are seconds
+long so crashes, redeliveries and the dead-letter queue show up quickly; every wait has a deadline."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from seekless.adapters.deepseek import DeepSeekClient
+from seekless.adapters.dynamodb import DynamoSessionStore
+from seekless.adapters.jobs import DynamoJobStore
+from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
+from seekless.config import Settings
+from seekless.contracts import ChatCompletionRequest
+from seekless.jobs import Job, JobService, JobStatus
+from seekless.models import Principal
+from seekless.ports import QueueMessage
+from seekless.worker.fallback import FallbackChatModel
+from seekless.worker.runner import Worker, WorkerConfig
+from seekless_local.emulator import EmulatorServer
+from seekless_local.stack import MotoServer
+from seekless_local.template import create_buckets, create_queues, create_tables
+from seekless_local.worker import WorkerThread
+
+from .conftest import TABLES
+
+pytestmark = pytest.mark.redis
+DEV = Principal(tenant_id="dev", key_id="dev")
+EMULATOR_KEY = "sk-emulator-test"
+AWS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        client = boto3.client("dynamodb", endpoint_url=server.url, region_name="us-east-1", **_creds())
+        create_tables(client, names=TABLES)
+        s3 = boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", **_creds())
+        create_buckets(s3, names={"JobsBucket": "seekless-jobs"})
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _clean_emulator(emulator: EmulatorServer) -> Iterator[None]:
+    emulator.reset(settings=True)
+    yield
+    emulator.reset(settings=True)
+
+
+def _creds() -> dict[str, str]:
+    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+
+@dataclass
+class Env:
+    moto_url: str
+    sqs: Any
+    queue_url: str
+    dlq_url: str
+    store: DynamoJobStore
+    sessions: DynamoSessionStore
+    service: JobService
+
+    def submit(self, text: str, *, session: bool = False, max_tokens: int = 200) -> Job:
+        request = ChatCompletionRequest.model_validate(
+            {"model": "deepseek-flash", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
+        )
+        session_id = self.sessions.create("dev", title=None, metadata={}).id if session else None
+        return self.service.submit(DEV, request, session_id=session_id).job
+
+    def job(self, job_id: str) -> Job:
+        return self.store.get("dev", job_id)
+
+    def counts(self, url: str | None = None) -> tuple[int, int]:
+        """(visible, not visible) messages in the jobs queue (or ``url``)."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        attributes = self.sqs.get_queue_attributes(QueueUrl=url or self.queue_url, AttributeNames=names)["Attributes"]
+        return int(attributes[names[0]]), int(attributes[names[1]])
+
+    def session_messages(self, session_id: str) -> int:
+        return len(self.sessions.messages("dev", session_id).items)
+
+
+@pytest.fixture
+def env(moto: MotoServer) -> Env:
+    sqs = boto3.client("sqs", endpoint_url=moto.url, region_name="us-east-1", **_creds())
+    suffix = uuid.uuid4().hex[:10]
+    queues = create_queues(sqs, names={"JobsQueue": f"jobs-{suffix}", "JobsDeadLetterQueue": f"dlq-{suffix}"})
+    dynamodb = boto3.client("dynamodb", endpoint_url=moto.url, region_name="us-east-1", **_creds())
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1", **_creds())
+    store = DynamoJobStore(TABLES["JobsTable"], bucket="seekless-jobs", client=dynamodb, s3_client=s3)
+    sessions = DynamoSessionStore(TABLES["SessionsTable"], client=dynamodb)
+    queue = SqsJobQueue(queues["JobsQueue"], client=sqs)
+    return Env(
+        moto_url=moto.url,
+        sqs=sqs,
+        queue_url=queues["JobsQueue"],
+        dlq_url=queues["JobsDeadLetterQueue"],
+        store=store,
+        sessions=sessions,
+        service=JobService(store=store, queue=queue),
+    )
+
+
+class RecordingMessages(SqsJobMessages):
+    """The real adapter, remembering every delivery it received."""
+
+    def __init__(self, queue_url: str, *, client: Any) -> None:
+        super().__init__(queue_url, client=client)
+        self.received: list[QueueMessage] = []
+
+    def receive(self, *, max_messages: int, wait_seconds: int, visibility_seconds: int) -> list[QueueMessage]:
+        got = super().receive(
+            max_messages=max_messages, wait_seconds=wait_seconds, visibility_seconds=visibility_seconds
+        )
+        self.received.extend(got)
+        return got
+
+
+FAST = WorkerConfig(
+    concurrency=8,
+    wait_seconds=1,
+    visibility_seconds=3,
+    lease_seconds=3.0,
+    grace_seconds=5.0,
+    progress_seconds=0.2,
+    cancel_poll_seconds=0.2,
+    job_deadline_seconds=60.0,
+)
+
+
+def in_process(
+    env: Env,
+    deepseek_url: str,
+    *,
+    config: WorkerConfig = FAST,
+    inference_url: str | None = None,
+    messages: SqsJobMessages | None = None,
+) -> WorkerThread:
+    settings = Settings(deepseek_base_url=deepseek_url, deepseek_api_key=EMULATOR_KEY, retry_attempts=1)
+
+    def build() -> Worker:
+        model: Any = DeepSeekClient.from_settings(settings, api_key=lambda _refresh: EMULATOR_KEY)
+        if inference_url is not None:
+            primary = DeepSeekClient(base_url=inference_url, api_key=lambda _refresh: "EMPTY", retry_attempts=1)
+            model = FallbackChatModel(primary, model, primary_model="deepseek-flash")
+        return Worker(
+            config=config,
+            messages=messages or SqsJobMessages(env.queue_url, client=env.sqs),
+            jobs=env.store,
+            settings=settings,
+            model=model,
+            sessions=env.sessions,
+        )
+
+    return WorkerThread(build)
+
+
+# -- lifecycle ---------------------------------------------------------------------------------------
+
+
+def test_a_job_goes_queued_running_succeeded_and_its_session_gets_the_turn(env: Env, emulator: EmulatorServer) -> None:
+    emulator.configure(tps=40)  # 32 tokens: under a second
+    job = env.submit("Explain SQS visibility", session=True)
+    assert env.job(job.id).status is JobStatus.QUEUED
+    seen: set[JobStatus] = set()
+    with in_process(env, emulator.base_url):
+
+        def finished() -> bool:
+            current = env.job(job.id)
+            seen.add(current.status)
+            return current.status.terminal
+
+        wait_for(finished, timeout=15, what="the job to finish")
+    done = env.job(job.id)
+    assert JobStatus.RUNNING in seen
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 1
+    assert done.result is not None and done.result["object"] == "chat.completion"
+    message = done.result["choices"][0]["message"]
+    assert message["content"] and message["reasoning_content"]
+    assert done.result["usage"]["completion_tokens"] > 0
+    assert done.progress_tokens > 0
+    assert done.session_id is not None and env.session_messages(done.session_id) == 2
+    assert env.counts() == (0, 0)  # the message was deleted
+
+
+def test_a_job_cancelled_while_queued_never_runs(env: Env, emulator: EmulatorServer) -> None:
+    job = env.submit("Never mind")
+    env.service.cancel(DEV, job.id)
+    calls = emulator.stats()["calls"]
+    with in_process(env, emulator.base_url):
+        wait_for(lambda: env.counts() == (0, 0), timeout=10, what="the message to be dropped")
+    done = env.job(job.id)
+    assert done.status is JobStatus.CANCELLED and done.result is None and done.attempts == 0
+    assert emulator.stats()["calls"] == calls
+
+
+def test_a_running_job_stops_within_a_second_of_its_cancel(env: Env, emulator: EmulatorServer) -> None:
+    emulator.configure(tps=20, tokens=400)  # 20 s if left alone
+    job = env.submit("Write at length", max_tokens=1000)
+    with in_process(env, emulator.base_url) as thread:
+        assert thread.worker is not None
+        wait_for(lambda: env.job(job.id).progress_tokens > 0, timeout=10, what="the job to be running")
+        cancelled_at = time.monotonic()
+        env.service.cancel(DEV, job.id)
+        wait_for(lambda: thread.worker.active == 0, timeout=1.0, interval=0.02, what="the job to stop")
+        stopped_in = time.monotonic() - cancelled_at
+        wait_for(lambda: env.counts() == (0, 0), timeout=2, what="the message to be deleted")
+    done = env.job(job.id)
+    assert done.status is JobStatus.CANCELLED and done.result is None
+    assert stopped_in < 1.0
+
+
+def test_a_job_lasting_three_visibility_timeouts_is_received_once(env: Env, emulator: EmulatorServer) -> None:
+    config = WorkerConfig(
+        concurrency=4, wait_seconds=1, visibility_seconds=1, lease_seconds=1.0, progress_seconds=0.5, grace_seconds=5
+    )
+    emulator.configure(tps=10)  # 32 tokens: 3.2 s, over three 1 s visibility timeouts
+    messages = RecordingMessages(env.queue_url, client=env.sqs)
+    job = env.submit("Take your time")
+    started = time.monotonic()
+    with in_process(env, emulator.base_url, config=config, messages=messages):
+        wait_for(lambda: env.job(job.id).status.terminal, timeout=15, what="the job to finish")
+    assert time.monotonic() - started > 3 * config.visibility_seconds
+    done = env.job(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts == 1
+    assert [m.receive_count for m in messages.received] == [1]
+    assert env.counts() == (0, 0)
+
+
+def test_a_poison_message_reaches_the_dlq_after_exactly_max_receive_count_receives(
+    env: Env, emulator: EmulatorServer
+) -> None:
+    job = env.store.create("dev", key_id="dev", request=_request(), session_id=None)[0]
+    # A future contract version this worker cannot read, still naming its job.
+    body = f'{{"version": 2, "job_id": "{job.id}", "tenant_id": "dev"}}'
+    env.sqs.send_message(QueueUrl=env.queue_url, MessageBody=body)
+    config = WorkerConfig(concurrency=2, wait_seconds=1, visibility_seconds=1, lease_seconds=1.0, max_receive_count=5)
+    messages = RecordingMessages(env.queue_url, client=env.sqs)
+    with in_process(env, emulator.base_url, config=config, messages=messages):
+        wait_for(lambda: env.counts(env.dlq_url)[0] == 1, timeout=20, interval=0.2, what="the DLQ")
+    assert [m.receive_count for m in messages.received] == [1, 2, 3, 4, 5]
+    assert env.counts() == (0, 0)
+    failed = env.job(job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error is not None and failed.error["code"] == "job_dead_lettered"
+
+
+def _request() -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "deepseek-flash", "messages": [{"role": "user", "content": "poison"}]}
+    )
+
+
+# -- the inference endpoint and its fallback -----------------------------------------------------------
+
+
+def test_an_inference_endpoint_that_is_down_falls_back_to_the_deepseek_api(env: Env, emulator: EmulatorServer) -> None:
+    with EmulatorServer() as vllm:
+        vllm.configure(fault="503")
+        job = env.submit("Fallback please")
+        with in_process(env, emulator.base_url, inference_url=vllm.base_url):
+            wait_for(lambda: env.job(job.id).status.terminal, timeout=15, what="the job to finish")
+        assert vllm.stats()["calls"] >= 1
+    done = env.job(job.id)
+    assert done.status is JobStatus.SUCCEEDED
+    assert emulator.stats()["calls"] == 1
+
+
+def test_an_inference_endpoint_failing_mid_stream_fails_the_job_clearly(env: Env, emulator: EmulatorServer) -> None:
+    with EmulatorServer() as vllm:
+        vllm.configure(fault="reset", tps=50)  # the connection drops after a few tokens
+        job = env.submit("Break halfway")
+        with in_process(env, emulator.base_url, inference_url=vllm.base_url):
+            wait_for(lambda: env.job(job.id).status.terminal, timeout=15, what="the job to finish")
+    done = env.job(job.id)
+    assert done.status is JobStatus.FAILED and done.result is None
+    assert done.error is not None and done.error["code"] == "upstream_stream_interrupted"
+    assert done.error["type"] == "api_error" and done.error["message"]
+    assert emulator.stats()["calls"] == 0  # no silent switch to another model mid-answer
+    assert env.counts() == (0, 0)
+
+
+# -- the worker as a process: crashes and SIGTERM -------------------------------------------------------
+
+
+def worker_env(env: Env, emulator: EmulatorServer, redis_url: str, tmp_path: Path, **overrides: str) -> dict[str, str]:
+    values = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SEEKLESS_", "DEEPSEEK_", "AWS_"))},
+        **AWS,
+        "AWS_ENDPOINT_URL": env.moto_url,
+        "SEEKLESS_JOBS_TABLE": TABLES["JobsTable"],
+        "SEEKLESS_SESSIONS_TABLE": TABLES["SessionsTable"],
+        "SEEKLESS_JOBS_QUEUE_URL": env.queue_url,
+        "SEEKLESS_JOBS_BUCKET": "seekless-jobs",
+        "REDIS_URL": redis_url,
+        "DEEPSEEK_BASE_URL": emulator.base_url,
+        "DEEPSEEK_API_KEY": EMULATOR_KEY,
+        "SEEKLESS_WORKER_CONCURRENCY": "32",
+        "SEEKLESS_WORKER_WAIT_SECONDS": "1",
+        "SEEKLESS_WORKER_VISIBILITY_SECONDS": "3",
+        "SEEKLESS_WORKER_LEASE_SECONDS": "3",
+        "SEEKLESS_WORKER_PROGRESS_SECONDS": "0.5",
+        "SEEKLESS_WORKER_CANCEL_POLL_SECONDS": "0.5",
+        "SEEKLESS_WORKER_HEALTH_FILE": str(tmp_path / "alive"),
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        **overrides,
+    }
+    return values
+
+
+def start_worker(environment: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as sink:
+        return subprocess.Popen([sys.executable, "-m", "seekless.worker"], env=environment, stdout=sink, stderr=sink)
+
+
+def test_kill_9_at_random_points_loses_no_job_and_doubles_nothing(
+    env: Env, emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    emulator.configure(tps=32)  # about a second per job
+    jobs = [env.submit(f"job {n}: {uuid.uuid4().hex}", session=n % 3 == 0) for n in range(60)]
+    environment = worker_env(env, emulator, redis_url, tmp_path)
+    log = tmp_path / "worker.log"
+    rng = random.Random(4)
+    for _ in range(3):
+        process = start_worker(environment, log)
+        try:
+            # Kill once the worker is busy, at a random point of its work.
+            wait_for(lambda: env.counts()[1] > 0, timeout=20, what="the worker to take messages")
+            time.sleep(rng.uniform(0.1, 1.5))  # the random kill point, not a wait for a condition
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+    final = start_worker(environment, log)
+    try:
+
+        def settled() -> bool:
+            visible, invisible = env.counts()
+            return visible + invisible == 0
+
+        wait_for(settled, timeout=60, interval=0.25, what="the queue to drain")
+    finally:
+        final.send_signal(signal.SIGTERM)
+        assert final.wait(timeout=15) == 0, log.read_text()[-3000:]
+    dead_lettered = env.counts(env.dlq_url)[0]
+    statuses = {}
+    for job in jobs:
+        done = env.job(job.id)
+        statuses[job.id] = done.status
+        if done.status is JobStatus.SUCCEEDED:
+            assert done.result is not None and done.result["choices"][0]["message"]["content"]
+            if done.session_id:
+                assert env.session_messages(done.session_id) == 2, f"{job.id}: one user turn and one reply"
+        else:
+            assert done.status is JobStatus.FAILED, f"{job.id} ended {done.status}"
+    assert any(env.job(job.id).attempts > 1 for job in jobs), "no kill landed while a job was running"
+    failed = sum(1 for status in statuses.values() if status is JobStatus.FAILED)
+    assert failed == dead_lettered
+    assert sum(1 for status in statuses.values() if status is JobStatus.SUCCEEDED) + dead_lettered == len(jobs)
+
+
+def test_sigterm_drains_running_jobs_within_the_grace_period(
+    env: Env, emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    emulator.configure(tps=16)  # about two seconds per job
+    jobs = [env.submit(f"drain {n}") for n in range(6)]
+    log = tmp_path / "worker.log"
+    process = start_worker(worker_env(env, emulator, redis_url, tmp_path, SEEKLESS_WORKER_GRACE_SECONDS="10"), log)
+    try:
+        wait_for(
+            lambda: all(env.job(j.id).status is JobStatus.RUNNING for j in jobs), timeout=20, what="all jobs running"
+        )
+        assert (
+            subprocess.run(  # the container HEALTHCHECK
+                [sys.executable, "-m", "seekless.worker", "--health"],
+                env=worker_env(env, emulator, redis_url, tmp_path),
+            ).returncode
+            == 0
+        )
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        env.submit("after the signal")  # stays queued: no receive starts after SIGTERM
+        assert process.wait(timeout=15) == 0, log.read_text()[-3000:]
+        assert time.monotonic() - signalled < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert all(env.job(j.id).status is JobStatus.SUCCEEDED for j in jobs)
+    assert env.counts() == (1, 0)  # only the late job, visible; nothing invisible after exit
+
+
+def test_sigterm_hands_back_what_the_grace_period_cannot_finish(
+    env: Env, emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    emulator.configure(tps=10, tokens=200)  # 20 s per job
+    jobs = [env.submit(f"too long {n}", max_tokens=1000) for n in range(4)]
+    log = tmp_path / "worker.log"
+    environment = worker_env(
+        env, emulator, redis_url, tmp_path, SEEKLESS_WORKER_GRACE_SECONDS="1", SEEKLESS_WORKER_VISIBILITY_SECONDS="30"
+    )
+    process = start_worker(environment, log)
+    try:
+        wait_for(
+            lambda: all(env.job(j.id).status is JobStatus.RUNNING for j in jobs), timeout=20, what="all jobs running"
+        )
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert process.wait(timeout=10) == 0, log.read_text()[-3000:]
+        assert time.monotonic() - signalled < 4  # grace 1 s, plus the hand-back
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert env.counts() == (4, 0)  # every message visible again at once, though visibility was 30 s
+    now = time.time()
+    for j in jobs:
+        held = env.job(j.id)
+        assert held.status is JobStatus.RUNNING and (held.lease_expires_at or 0) <= now  # free to claim now
