@@ -227,6 +227,13 @@ WS_GRANTS: dict[str, dict[str, Any]] = {
     "WsMessageFunction": {
         resource_key(_getatt_arn("ConnectionsTable")): {"dynamodb:GetItem", "dynamodb:DeleteItem"},
         resource_key(_getatt_arn("SessionsTable")): {"dynamodb:GetItem", "dynamodb:Query"},
+        resource_key(_getatt_arn("JobsTable")): {
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:TransactWriteItems",
+        },
+        resource_key(_getatt_arn("JobsQueue")): {"sqs:SendMessage"},
         resource_key(_getatt_arn("GeneratorFunction")): {"lambda:InvokeFunction"},
         resource_key(_connections("POST")): {"execute-api:ManageConnections"},
     },
@@ -313,6 +320,8 @@ def test_websocket_functions_get_their_tables_and_endpoints_from_the_template(te
     # The generator's deadline comes from the Lambda context (900 s less a margin), not the REST setting.
     assert "SEEKLESS_REQUEST_DEADLINE_SECONDS" not in generator
     assert "SEEKLESS_KEYS_TABLE" not in message
+    # Long chats become jobs: the route needs the jobs table and queue.
+    assert message["SEEKLESS_JOBS_QUEUE_URL"] == {"Ref": "JobsQueue"}
 
 
 # ---------------------------------------------------------------- connections table

@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     ws_frame_max_bytes: int = 32_768  # API Gateway's frame limit
     ws_resume_grace_seconds: float = 30.0  # a generation whose client vanished waits this long for a resume
     ws_ticket_seconds: int = 60
+    ws_job_min_max_tokens: int = 16_384  # a WebSocket chat asking for this many max_tokens or more runs as a job
 
     # Jobs (long generations through SQS)
     jobs_table: str = "seekless-jobs"

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from seekless.telemetry import Telemetry
     from seekless.worker.runner import FrameSink, Worker
     from seekless.ws.generator import Generator
-    from seekless.ws.service import WsService
+    from seekless.ws.service import JobAliases, WsService
 
 __all__ = ["aclose_environment", "close_environment", "per_environment", "reset_environment", "run"]
 
@@ -216,7 +216,30 @@ def request_log() -> RedisRequestLog:
 def ws_service() -> WsService:
     from seekless.ws.service import WsService
 
-    return WsService(chat=chat_service(), log=request_log(), notifier=notifier(), invoker=invoker())
+    config = settings()
+    queue = job_queue()
+    return WsService(
+        chat=chat_service(),
+        log=request_log(),
+        notifier=notifier(),
+        invoker=invoker(),
+        job_store=job_store() if queue is not None else None,
+        job_queue=queue,
+        aliases=job_aliases(),
+        job_min_max_tokens=config.ws_job_min_max_tokens,
+    )
+
+
+@per_environment
+def job_aliases() -> JobAliases | None:
+    """WebSocket chats run as jobs: job id ↔ request id, kept as long as a job may run."""
+    from seekless.ws.service import JobAliases
+
+    client = redis()
+    if client is None:
+        return None
+    config = settings()
+    return JobAliases(client, ttl_seconds=config.ws_buffer_seconds + int(config.worker_job_deadline_seconds))
 
 
 @per_environment
@@ -338,8 +361,12 @@ def worker_frames() -> FrameSink | None:
     config = settings()
     if redis() is None or not config.ws_endpoint:
         return None
+    from seekless.ws.service import JobFrameLog
+
+    aliases = job_aliases()
+    assert aliases is not None
     return FrameSink(
-        log=request_log(),
+        log=JobFrameLog(request_log(), aliases, notifier()),
         notifier=notifier(),
         connections=connection_store(),
         flush_interval=config.ws_flush_interval_ms / 1000,

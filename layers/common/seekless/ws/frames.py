@@ -46,13 +46,22 @@ class ChatAction(BaseModel):
     top_p: float | None = None
     stop: str | list[str] | None = None
     response_format: dict[str, Any] | None = None
+    mode: Literal["stream", "job"] | None = None  # None: a job when the settings cross the threshold
+
+    def runs_as_job(self, request: ChatCompletionRequest, *, min_max_tokens: int) -> bool:
+        """Whether this chat goes to the job worker rather than the generator function: asked for, or
+        too long for a Lambda (large max_tokens, maximum reasoning effort). ``"mode": "stream"`` wins."""
+        if self.mode is not None:
+            return self.mode == "job"
+        max_tokens = request.requested_max_tokens()
+        return (max_tokens is not None and max_tokens >= min_max_tokens) or request.reasoning_effort == "max"
 
     def completion_request(self) -> ChatCompletionRequest:
         """The same validated request REST takes, so both paths share every rule."""
         if (self.messages is None) == (self.message is None):
             raise FrameError("invalid_request", "Send exactly one of 'messages' or 'message'.", self.request_id)
         messages = self.messages if self.messages is not None else [{"role": "user", "content": self.message}]
-        body = self.model_dump(exclude={"action", "request_id", "message", "messages"}, exclude_none=True)
+        body = self.model_dump(exclude={"action", "request_id", "message", "messages", "mode"}, exclude_none=True)
         try:
             return ChatCompletionRequest.model_validate({**body, "messages": messages, "stream": True})
         except ValidationError as error:
