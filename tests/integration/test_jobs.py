@@ -447,3 +447,19 @@ def test_the_jobs_queue_redrives_to_its_dead_letter_queue_after_five_receives(
     ]["QueueArn"]
     assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
     assert attributes["VisibilityTimeout"] == "300"
+
+
+def test_holders_reads_many_jobs_status_and_owner_in_one_batch(store: DynamoJobStore) -> None:
+    running, cancelled, queued = new_job(store), new_job(store), new_job(store)
+    other = new_job(store, tenant="other")
+    store.claim("dev", running, owner="w1", lease_seconds=LEASE)
+    store.claim("dev", cancelled, owner="w1", lease_seconds=LEASE)
+    store.cancel("dev", cancelled)
+    keys = [("dev", running), ("dev", cancelled), ("dev", queued), ("dev", other), ("dev", "job_missing")]
+    keys += [("other", f"job_{i}") for i in range(120)]  # past one BatchGetItem's hundred keys
+    found = store.holders(keys)
+    assert found[("dev", running)] == (JobStatus.RUNNING, "w1")
+    assert found[("dev", cancelled)] is not None and found[("dev", cancelled)][0] is JobStatus.CANCELLED
+    assert found[("dev", queued)] == (JobStatus.QUEUED, None)
+    assert found[("dev", other)] is None  # another tenant's id is a plain miss here too
+    assert found[("dev", "job_missing")] is None and len(found) == len(keys)

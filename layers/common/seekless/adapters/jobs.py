@@ -318,6 +318,35 @@ class DynamoJobStore:
             raise job_not_found(job_id)
         return self._job(item, resolve=True)
 
+    def holders(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[JobStatus, str | None] | None]:
+        """Status and lease owner of many jobs in one consistent BatchGetItem per hundred: how a worker
+        watches all its running jobs for a cancel with one read per poll, not one per job.
+        A missing or expired job maps to None."""
+        found: dict[tuple[str, str], tuple[JobStatus, str | None] | None] = dict.fromkeys(keys)
+        for start in range(0, len(keys), 100):
+            pending: dict[str, Any] = {
+                self._table: {
+                    "Keys": [self._key(tenant, job) for tenant, job in keys[start : start + 100]],
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "pk, tenant_id, #status, lease_owner, expires_at",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                }
+            }
+            try:
+                while pending:
+                    answer = self._client.batch_get_item(RequestItems=pending)
+                    for item in answer.get("Responses", {}).get(self._table, []):
+                        if not self._alive(item):
+                            continue
+                        tenant = item["tenant_id"]["S"]
+                        job = item["pk"]["S"].removeprefix(f"T#{tenant}#J#")
+                        owner = item.get("lease_owner", {}).get("S")
+                        found[(tenant, job)] = (JobStatus(item["status"]["S"]), owner)
+                    pending = answer.get("UnprocessedKeys") or {}
+            except ClientError as error:
+                raise _store_error(error) from error
+        return found
+
     def list_jobs(self, tenant_id: str, *, status: JobStatus | None, limit: int, after: str | None) -> Page[Job]:
         if status is None:
             index, partition, pk_name, sk_name = "by_tenant", f"T#{tenant_id}", "gsi1pk", "gsi1sk"

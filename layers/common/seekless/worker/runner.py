@@ -60,12 +60,15 @@ from seekless.telemetry import NullTelemetry, Telemetry
 from seekless.ws.generator import Connections, Generator, Notifier, RequestLog
 
 logger = logging.getLogger("seekless.worker")
+SNAPSHOT_CHECK_SECONDS = 0.1
 
 # -- ports the worker needs beyond the shared ones ---------------------------------------------------
 
 
 class WorkerJobs(JobLeases, Protocol):
     def get(self, tenant_id: str, job_id: str) -> Job: ...
+
+    def holders(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[JobStatus, str | None] | None]: ...
 
     def cancel(self, tenant_id: str, job_id: str) -> Job: ...
 
@@ -260,6 +263,10 @@ class Worker:
         self._alive_interval = alive_interval
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        # Every running job's (status, lease owner), refreshed for all of them by one batched read per
+        # cancel poll: one DynamoDB call per poll whatever the concurrency, instead of one per job.
+        self._watched: dict[tuple[str, str], tuple[JobStatus, str | None] | None] = {}
+        self._watch_round = 0
         self._stop_requested = False
         self._stop_at: float | None = None
         self._active: dict[asyncio.Task[None], QueueMessage] = {}
@@ -298,12 +305,30 @@ class Worker:
         if self._stop_requested:
             self._request_stop()
         alive = asyncio.create_task(self._alive_loop())
+        watch = asyncio.create_task(self._watch_loop())
         try:
             await self._receive_loop()
             await self._drain()
         finally:
             alive.cancel()
-            await asyncio.gather(alive, return_exceptions=True)
+            watch.cancel()
+            await asyncio.gather(alive, watch, return_exceptions=True)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.cancel_poll_seconds)
+            keys = list(self._watched)
+            if not keys:
+                continue
+            try:
+                found = await asyncio.to_thread(self._jobs.holders, keys)
+            except Exception:
+                logger.warning("could not read the running jobs' status; will retry", exc_info=True)
+                continue
+            for key, holder in found.items():
+                if key in self._watched:
+                    self._watched[key] = holder
+            self._watch_round += 1
 
     async def _alive_loop(self) -> None:
         while self._on_alive is not None:
@@ -581,9 +606,32 @@ class Worker:
         config = self.config
         now = time.monotonic()
         next_beat = now + config.heartbeat_seconds
-        next_poll = now + config.cancel_poll_seconds
+        next_poll = now + SNAPSHOT_CHECK_SECONDS
         next_progress = now + config.progress_seconds
         reported = 0
+        key = (job.tenant_id, job.job_id)
+        self._watched[key] = (JobStatus.RUNNING, self.owner)
+        try:
+            await self._supervise_loop(
+                job, message, generating, tap, state, next_beat, next_poll, next_progress, reported
+            )
+        finally:
+            self._watched.pop(key, None)
+
+    async def _supervise_loop(
+        self,
+        job: GenerationJob,
+        message: QueueMessage,
+        generating: asyncio.Task[PreparedChat],
+        tap: _Tap,
+        state: _RunState,
+        next_beat: float,
+        next_poll: float,
+        next_progress: float,
+        reported: int,
+    ) -> None:
+        config = self.config
+        key = (job.tenant_id, job.job_id)
         while not generating.done():
             wake = min(next_beat, next_poll, next_progress)
             await asyncio.wait({generating}, timeout=max(0.0, wake - time.monotonic()))
@@ -592,10 +640,14 @@ class Worker:
             now = time.monotonic()
             try:
                 if now >= next_poll:
-                    next_poll = now + config.cancel_poll_seconds
-                    current = await asyncio.to_thread(self._jobs.get, job.tenant_id, job.job_id)
-                    if current.status is not JobStatus.RUNNING or current.lease_owner != self.owner:
-                        self._stopped(current.status, state)
+                    # An in-memory look at the batched snapshot (see _watch_loop): cheap enough to do often.
+                    next_poll = now + SNAPSHOT_CHECK_SECONDS
+                    holder = self._watched.get(key)
+                    if holder is None:  # the record is gone or expired
+                        raise NotFound(f"job {job.job_id} is gone")
+                    status, owner = holder
+                    if status is not JobStatus.RUNNING or owner != self.owner:
+                        self._stopped(status, state)
                 if now >= next_beat and not (state.cancelled or state.lease_lost):
                     next_beat = now + config.heartbeat_seconds
                     # Lease first, then visibility: the lease always runs out before the message returns.
