@@ -463,3 +463,18 @@ def test_holders_reads_many_jobs_status_and_owner_in_one_batch(store: DynamoJobS
     assert found[("dev", queued)] == (JobStatus.QUEUED, None)
     assert found[("dev", other)] is None  # another tenant's id is a plain miss here too
     assert found[("dev", "job_missing")] is None and len(found) == len(keys)
+
+
+def test_a_job_whose_producer_crashed_before_sending_is_resent_by_the_sweeper(
+    store: DynamoJobStore, sqs: Any, queue_urls: dict[str, str], clock: Clock
+) -> None:
+    service = JobService(store=store, queue=SqsJobQueue(queue_urls["JobsQueue"], client=sqs))
+    sent = service.submit(DEV, chat("sent normally")).job
+    orphan, _ = store.create("dev", key_id="dev", request=chat("crashed before sending"), session_id=None)
+    sqs.purge_queue(QueueUrl=queue_urls["JobsQueue"])
+    assert store.unsent(created_before=clock.now + 1) == [store.get("dev", orphan.id)]  # the sent one left the index
+    assert service.resend_unsent(older_than_seconds=60, now=clock.now + 30) == 0  # too young: maybe still sending
+    assert service.resend_unsent(older_than_seconds=60, now=clock.now + 61) == 1
+    (message,) = sqs.receive_message(QueueUrl=queue_urls["JobsQueue"])["Messages"]
+    assert GenerationJob.model_validate_json(message["Body"]).job_id == orphan.id != sent.id
+    assert store.unsent(created_before=clock.now + 1000) == []

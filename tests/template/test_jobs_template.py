@@ -19,7 +19,10 @@ def test_jobs_table_keys_tenant_first_and_lists_by_tenant_and_status(template: d
     props = _props(template, "JobsTable")
     assert {k["AttributeName"]: k["KeyType"] for k in props["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
     indexes = {index["IndexName"]: index for index in props["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"by_tenant", "by_tenant_status"}
+    assert set(indexes) == {"by_tenant", "by_tenant_status", "unsent"}
+    # The sweeper's sparse index: keys only plus what it needs to read each job back.
+    assert [k["AttributeName"] for k in indexes["unsent"]["KeySchema"]] == ["unsent_pk", "unsent_sk"]
+    assert set(indexes["unsent"]["Projection"]["NonKeyAttributes"]) == {"job_id", "tenant_id"}
     for name, (pk, sk) in {"by_tenant": ("gsi1pk", "gsi1sk"), "by_tenant_status": ("gsi2pk", "gsi2sk")}.items():
         assert [k["AttributeName"] for k in indexes[name]["KeySchema"]] == [pk, sk]
         # Summaries only: a listing never reads requests or results. The adapter maps exactly these.
@@ -87,9 +90,10 @@ def test_rest_function_may_only_write_jobs_send_to_the_queue_and_read_results(tr
 
 
 def test_only_the_job_producers_touch_the_jobs_resources(transformed: dict[str, Any]) -> None:
-    # The REST API and the WebSocket message route create jobs; the worker (an ECS task role) runs them.
+    # The REST API and the WebSocket message route create jobs, the sweeper re-sends unconfirmed ones;
+    # the worker (an ECS task role) runs them.
     for logical_id, role in function_roles(transformed).items():
-        if logical_id in ("RestApiFunction", "WsMessageFunction"):
+        if logical_id in ("RestApiFunction", "WsMessageFunction", "JobSweeperFunction"):
             continue
         assert not any("Jobs" in resource for resource in grants(role)), logical_id
 
@@ -100,3 +104,14 @@ def test_rest_function_is_told_where_jobs_live(template: dict[str, Any]) -> None
     assert environment["SEEKLESS_JOBS_QUEUE_URL"] == {"Ref": "JobsQueue"}  # Ref of a queue is its URL
     assert environment["SEEKLESS_JOBS_BUCKET"] == {"Ref": "JobsBucket"}
     assert environment["SEEKLESS_JOB_TTL_DAYS"] == {"Ref": "JobRetentionDays"}
+
+
+def test_the_sweeper_runs_every_minute_with_least_privilege(transformed: dict[str, Any]) -> None:
+    role = function_roles(transformed)["JobSweeperFunction"]
+    assert grants(role) == {
+        resource_key({"Fn::Sub": "${JobsTable.Arn}/index/unsent"}): {"dynamodb:Query"},
+        resource_key({"Fn::GetAtt": ["JobsTable", "Arn"]}): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        resource_key({"Fn::GetAtt": ["JobsQueue", "Arn"]}): {"sqs:SendMessage"},
+    }
+    rules = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
+    assert any(r["Properties"].get("ScheduleExpression") == "rate(1 minute)" for r in rules)

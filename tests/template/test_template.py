@@ -35,6 +35,7 @@ FUNCTIONS = {
     "WsDisconnectFunction",
     "WsMessageFunction",
     "GeneratorFunction",
+    "JobSweeperFunction",
 }
 # Durable tables: recoverable and retained. ConnectionsTable is ephemeral (see
 # test_websocket_template.py for what it must be instead).

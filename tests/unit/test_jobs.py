@@ -131,6 +131,13 @@ class FakeStore:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
         self.keys: dict[str, tuple[str, str]] = {}
+        self.confirmed: set[str] = set()
+
+    def mark_sent(self, tenant_id: str, job_id: str) -> None:
+        self.confirmed.add(job_id)
+
+    def unsent(self, *, created_before: float, limit: int = 100) -> list[Job]:
+        return [job for job in self.jobs.values() if job.id not in self.confirmed][:limit]
 
     def create(
         self,
@@ -224,3 +231,23 @@ def test_an_idempotency_key_must_be_1_to_255_characters(key: str) -> None:
 
 def test_job_error_is_openai_shaped() -> None:
     assert job_error("boom", code="x") == {"message": "boom", "type": "server_error", "param": None, "code": "x"}
+
+
+def test_a_sent_job_is_confirmed_so_the_sweeper_leaves_it_alone() -> None:
+    store, queue = FakeStore(), FakeQueue()
+    service = JobService(store=store, queue=queue)
+    submitted = service.submit(DEV, chat())
+    assert store.confirmed == {submitted.job.id}
+    assert service.resend_unsent(older_than_seconds=0) == 0 and len(queue.sent) == 1
+
+
+def test_the_sweeper_resends_a_job_whose_producer_crashed_before_sending() -> None:
+    store, queue = FakeStore(), FakeQueue()
+    job, _ = store.create("dev", key_id="k1", request=chat(), session_id=None)  # recorded, never sent
+    finished, _ = store.create("dev", key_id="k1", request=chat(), session_id=None)
+    store.jobs[finished.id] = dataclasses.replace(finished, status=JobStatus.CANCELLED)
+    service = JobService(store=store, queue=queue)
+    assert service.resend_unsent(older_than_seconds=60) == 1
+    assert [m.job_id for m in queue.sent] == [job.id]
+    assert store.confirmed == {job.id, finished.id}  # both leave the sweeper's sight
+    assert service.resend_unsent(older_than_seconds=60) == 0

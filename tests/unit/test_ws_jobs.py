@@ -40,6 +40,12 @@ class FakeJobStore:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
 
+    def mark_sent(self, tenant_id: str, job_id: str) -> None:
+        pass
+
+    def unsent(self, *, created_before: float, limit: int = 100) -> list[Job]:
+        return []
+
     def create(
         self, tenant_id: str, *, key_id: str, request: ChatCompletionRequest, session_id: str | None, idempotency: Any
     ) -> tuple[Job, bool]:

@@ -96,6 +96,7 @@ class Settings(BaseSettings):
 
     # Jobs (long generations through SQS)
     jobs_table: str = "seekless-jobs"
+    job_resend_after_seconds: float = 60.0  # the sweeper re-sends a job not confirmed sent after this long
     jobs_queue_url: str | None = None  # the JobsQueue URL; unset means POST /v1/jobs answers 503
     jobs_bucket: str | None = None  # results over job_inline_result_bytes go here
     job_ttl_days: int = 7  # job records (and their idempotency keys) are kept this long

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
@@ -241,7 +242,28 @@ class JobService:
             message = "The job could not be queued, so it will not run. Retry the request (with a new Idempotency-Key)."
             self._store.fail(principal.tenant_id, job.id, job_error(message, code=ENQUEUE_FAILED), owner=None)
             raise _enqueue_failed(job.id) from error
+        self._confirm_sent(job)
         return Submission(job=job, created=True)
+
+    def _confirm_sent(self, job: Job) -> None:
+        try:
+            self._store.mark_sent(job.tenant_id, job.id)
+        except Exception:  # the sweeper will send it again; a duplicate message is harmless (claims are conditional)
+            logger.warning("could not confirm job %s as sent", job.id, exc_info=True)
+
+    def resend_unsent(self, *, older_than_seconds: float, now: float | None = None, limit: int = 100) -> int:
+        """Send again the jobs whose producer crashed between recording and enqueueing them (they would
+        otherwise stay queued forever). Returns how many were re-sent."""
+        if self._queue is None:
+            return 0
+        cutoff = (time.time() if now is None else now) - older_than_seconds
+        resent = 0
+        for job in self._store.unsent(created_before=cutoff, limit=limit):
+            if job.status is JobStatus.QUEUED:
+                self._queue.enqueue(job.to_generation_job())
+                resent += 1
+            self._store.mark_sent(job.tenant_id, job.id)
+        return resent
 
     def get(self, principal: Principal, job_id: str) -> Job:
         return self._store.get(principal.tenant_id, job_id)

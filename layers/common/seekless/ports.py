@@ -113,6 +113,10 @@ class JobStore(Protocol):
 
     def fail(self, tenant_id: str, job_id: str, error: dict[str, Any], *, owner: str | None) -> Job: ...
 
+    def mark_sent(self, tenant_id: str, job_id: str) -> None: ...
+
+    def unsent(self, *, created_before: float, limit: int = 100) -> list[Job]: ...
+
 
 class JobLeases(Protocol):
     """Job records, seen from a worker: every write is conditional on the lease it holds."""

@@ -73,6 +73,7 @@ _THROTTLED = frozenset(
         "ServiceUnavailable",
     }
 )
+UNSENT = "UNSENT"
 CREATE_ATTEMPTS = 5
 # What the list indexes carry (template.yaml's NonKeyAttributes must match).
 SUMMARY_ATTRIBUTES = (
@@ -230,6 +231,10 @@ class DynamoJobStore:
                 "created_at": int(now),
                 "updated_at": int(now),
                 "expires_at": expires,
+                # In the sparse `unsent` index until the producer confirms the message was sent: a
+                # producer that crashed in between leaves the job there for the sweeper to re-send.
+                "unsent_pk": UNSENT,
+                "unsent_sk": sort_key,
             }
             job_item = {**self._key(tenant_id, job_id), **_item(values)}
             put_job: dict[str, Any] = {
@@ -317,6 +322,39 @@ class DynamoJobStore:
         if item is None:
             raise job_not_found(job_id)
         return self._job(item, resolve=True)
+
+    def mark_sent(self, tenant_id: str, job_id: str) -> None:
+        """The job's message is on the queue: take it out of the sweeper's sight."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(tenant_id, job_id),
+                UpdateExpression="REMOVE unsent_pk, unsent_sk",
+                ConditionExpression="attribute_exists(pk)",
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise _store_error(error) from error
+
+    def unsent(self, *, created_before: float, limit: int = 100) -> list[Job]:
+        """Jobs whose message was never confirmed sent, oldest first, created before the cutoff."""
+        cutoff = f"{int(created_before * 1_000_000):017d}"
+        try:
+            page = self._client.query(
+                TableName=self._table,
+                IndexName="unsent",
+                KeyConditionExpression="unsent_pk = :u AND unsent_sk < :c",
+                ExpressionAttributeValues={":u": {"S": UNSENT}, ":c": {"S": cutoff}},
+                Limit=limit,
+            )
+        except ClientError as error:
+            raise _store_error(error) from error
+        jobs = []
+        for key in page.get("Items", []):  # the index projects tenant_id and job_id
+            item = self._read(key["tenant_id"]["S"], key["job_id"]["S"])
+            if item is not None:
+                jobs.append(self._job(item))
+        return jobs
 
     def holders(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[JobStatus, str | None] | None]:
         """Status and lease owner of many jobs in one consistent BatchGetItem per hundred: how a worker
