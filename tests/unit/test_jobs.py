@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from seekless.contracts import ChatCompletionRequest, GenerationJob
-from seekless.errors import InvalidRequest, NotFound, ServiceUnavailable
+from seekless.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceUnavailable
 from seekless.jobs import (
     ENQUEUE_FAILED,
     Job,
@@ -251,3 +251,12 @@ def test_the_sweeper_resends_a_job_whose_producer_crashed_before_sending() -> No
     assert [m.job_id for m in queue.sent] == [job.id]
     assert store.confirmed == {job.id, finished.id}  # both leave the sweeper's sight
     assert service.resend_unsent(older_than_seconds=60) == 0
+
+
+def test_a_request_too_large_for_one_queue_message_is_refused_before_anything_is_written() -> None:
+    store, queue = FakeStore(), FakeQueue()
+    huge = chat("x" * 1_048_000)
+    with pytest.raises(PayloadTooLarge) as caught:
+        JobService(store=store, queue=queue).submit(DEV, huge)
+    assert caught.value.status == 413 and caught.value.code == "job_too_large"
+    assert store.jobs == {} and queue.sent == []

@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from seekless.contracts import ChatCompletionRequest, GenerationJob
-from seekless.errors import Conflict, InvalidRequest, NotFound, SeeklessError, ServiceUnavailable
+from seekless.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, SeeklessError, ServiceUnavailable
 from seekless.models import Principal
 
 if TYPE_CHECKING:
@@ -37,6 +37,9 @@ logger = logging.getLogger("seekless.jobs")
 
 # Stripe's limit; longer keys are refused rather than silently truncated.
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# SQS carries at most 1 MiB a message; the GenerationJob around the request adds well under this.
+SQS_MAX_MESSAGE_BYTES = 1_048_576
+JOB_ENVELOPE_BYTES = 4_096
 ENQUEUE_FAILED = "job_enqueue_failed"
 
 
@@ -216,6 +219,14 @@ class JobService:
                 "Jobs are not available on this deployment (no jobs queue).", code="jobs_unavailable"
             )
         session_id = session_id or request.session_id
+        size = len(request.model_dump_json(exclude_none=True).encode()) + JOB_ENVELOPE_BYTES
+        if size > SQS_MAX_MESSAGE_BYTES:
+            # Refused before anything is written: a job whose message cannot be sent would never run.
+            raise PayloadTooLarge(
+                f"The job's request is too large to queue ({size} bytes with its envelope; the limit is "
+                f"{SQS_MAX_MESSAGE_BYTES}). Shorten the messages.",
+                code="job_too_large",
+            )
         idempotency: tuple[str, str] | None = None
         if idempotency_key is not None:
             if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
