@@ -13,8 +13,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import TracebackType
 
 
@@ -156,9 +154,3 @@ class RedisServer:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-
-@contextmanager
-def running_redis(redis_url: str | None = None) -> Iterator[RedisServer]:
-    with RedisServer.choose(redis_url) as server:
-        yield server

@@ -17,7 +17,8 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
-from seekless_local.stack import LocalStack, StackConfig
+from seekless_local.stack import LocalStack
+from tests.stacks import clean_upstream, emulated_stack
 
 
 def chromium_path() -> str | None:
@@ -32,18 +33,14 @@ def chromium_path() -> str | None:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    with LocalStack(StackConfig(rest_port=0, ws_port=0)) as running:
-        assert running.emulator is not None, "the browser suite runs against the DeepSeek emulator"
+    with emulated_stack() as running:
         yield running
 
 
 @pytest.fixture(autouse=True)
 def _clean_upstream(stack: LocalStack) -> Iterator[None]:
-    stack.emulator.reset(settings=True)
-    assert stack.redis is not None
-    stack.redis.flush()
-    yield
-    stack.emulator.reset(settings=True)
+    with clean_upstream(stack):
+        yield
 
 
 @pytest.fixture(scope="module")

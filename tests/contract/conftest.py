@@ -18,8 +18,10 @@ import httpx
 import httpx2  # the transport family the openai SDK is built on
 import openai
 import pytest
+from websockets.sync.client import ClientConnection, connect
 
-from seekless_local.stack import LocalStack, StackConfig
+from seekless_local.stack import LocalStack
+from tests.stacks import clean_upstream, emulated_stack
 
 # Loopback sockets without Nagle: otherwise every small request/response pair can stall ~40 ms.
 _NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -32,18 +34,21 @@ def _transport() -> httpx.HTTPTransport:
 
 @pytest.fixture(scope="package")
 def stack() -> Iterator[LocalStack]:
-    with LocalStack(StackConfig(rest_port=0, ws_port=0)) as running:
-        assert running.emulator is not None, "the contract suite runs against the DeepSeek emulator"
+    with emulated_stack() as running:
         yield running
 
 
 @pytest.fixture(autouse=True)
 def _clean_upstream(stack: LocalStack) -> Iterator[None]:
-    stack.emulator.reset(settings=True)
-    assert stack.redis is not None
-    stack.redis.flush()  # cached answers, single-flight leases and the breaker's state
-    yield
-    stack.emulator.reset(settings=True)
+    with clean_upstream(stack):
+        yield
+
+
+@pytest.fixture
+def ws(stack: LocalStack) -> Iterator[ClientConnection]:
+    """A WebSocket connection with the dev key."""
+    with connect(stack.ws_url, additional_headers={"Authorization": f"Bearer {stack.dev_api_key}"}) as socket:
+        yield socket
 
 
 @pytest.fixture

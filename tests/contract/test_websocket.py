@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,43 +15,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from seekless_local.stack import LocalStack
 from tests.contract.conftest import upstream_calls
-
-TERMINAL = ("done", "error")
-
-
-@pytest.fixture
-def ws(stack: LocalStack) -> Iterator[ClientConnection]:
-    with connect(stack.ws_url, additional_headers={"Authorization": f"Bearer {stack.dev_api_key}"}) as socket:
-        yield socket
-
-
-def request_id() -> str:
-    return "req-" + uuid.uuid4().hex[:12]
-
-
-def receive(socket: ClientConnection, timeout: float = 10.0) -> dict[str, Any]:
-    return json.loads(socket.recv(timeout=timeout))
+from tests.contract.ws_client import TERMINAL, chat, receive, request_id, text_of, until
 
 
 def until_terminal(socket: ClientConnection, rid: str, timeout: float = 15.0) -> list[dict[str, Any]]:
-    """Frames of request ``rid`` up to and including its terminal frame."""
-    deadline = time.monotonic() + timeout
-    frames: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        frame = receive(socket, timeout=max(0.1, deadline - time.monotonic()))
-        if frame.get("request_id") == rid:
-            frames.append(frame)
-            if frame["type"] in TERMINAL:
-                return frames
-    raise AssertionError(f"no terminal frame for {rid}; got {frames}")
-
-
-def chat(socket: ClientConnection, rid: str, **fields: Any) -> None:
-    socket.send(json.dumps({"action": "chat", "request_id": rid, "message": f"hello {rid}", **fields}))
-
-
-def text_of(frames: list[dict[str, Any]], field: str = "content") -> str:
-    return "".join(f.get(field, "") for f in frames if f["type"] == "delta")
+    return until(socket, rid, TERMINAL, timeout)
 
 
 def test_a_chat_streams_start_deltas_and_one_done_in_seq_order(ws: ClientConnection, stack: LocalStack) -> None:

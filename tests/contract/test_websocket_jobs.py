@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,53 +13,32 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from seekless_local.stack import LocalStack, StackConfig
+from seekless_local.stack import LocalStack
+from tests.contract import ws_client
+from tests.contract.ws_client import TERMINAL, chat, text_of
+from tests.stacks import emulated_stack
 
-TERMINAL = ("done", "error")
 TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     """This module's own stack, with a worker on the jobs queue (overrides the package's stack)."""
-    with LocalStack(StackConfig(rest_port=0, ws_port=0, worker=True)) as running:
-        assert running.emulator is not None and running.worker is not None
+    with emulated_stack(worker=True) as running:
+        assert running.worker is not None
         yield running
 
 
-@pytest.fixture
-def ws(stack: LocalStack) -> Iterator[ClientConnection]:
-    with connect(stack.ws_url, additional_headers={"Authorization": f"Bearer {stack.dev_api_key}"}) as socket:
-        yield socket
-
-
-def request_id() -> str:
-    return "job-" + uuid.uuid4().hex[:12]
-
-
 def receive(socket: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
-    return json.loads(socket.recv(timeout=timeout))
+    return ws_client.receive(socket, timeout)
 
 
 def until(socket: ClientConnection, rid: str, types: tuple[str, ...], timeout: float = TIMEOUT) -> list[dict[str, Any]]:
-    """Frames of ``rid`` up to and including the first of ``types``."""
-    deadline = time.monotonic() + timeout
-    frames: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        frame = receive(socket, timeout=max(0.1, deadline - time.monotonic()))
-        if frame.get("request_id") == rid:
-            frames.append(frame)
-            if frame["type"] in types:
-                return frames
-    raise AssertionError(f"no {types} frame for {rid}; got {frames}")
+    return ws_client.until(socket, rid, types, timeout)
 
 
-def chat(socket: ClientConnection, rid: str, **fields: Any) -> None:
-    socket.send(json.dumps({"action": "chat", "request_id": rid, "message": f"hello {rid}", **fields}))
-
-
-def text_of(frames: list[dict[str, Any]]) -> str:
-    return "".join(f.get("content", "") for f in frames if f["type"] == "delta")
+def request_id() -> str:
+    return ws_client.request_id("job")
 
 
 def job_when(http: httpx.Client, job_id: str, status: str, timeout: float = TIMEOUT) -> dict[str, Any]:

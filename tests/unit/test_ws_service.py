@@ -14,7 +14,7 @@ from seekless.config import Settings
 from seekless.contracts import GenerationJob
 from seekless.errors import UpstreamUnavailable
 from seekless.models import Principal
-from seekless.ws.generator import Generator
+from seekless.ws.generator import Generator, StreamingOptions
 from seekless.ws.service import WsService
 from tests.fakes import (
     FakeCache,
@@ -69,7 +69,8 @@ def connections() -> FakeConnections:
 def generator(
     chat: ChatService, log: FakeRequestLog, notifier: FakeNotifier, connections: FakeConnections
 ) -> Generator:
-    return Generator(chat=chat, log=log, notifier=notifier, connections=connections, resume_grace_seconds=0.3)
+    options = StreamingOptions(resume_grace_seconds=0.3)
+    return Generator(chat=chat, log=log, notifier=notifier, connections=connections, options=options)
 
 
 def chat_message(**fields: Any) -> str:

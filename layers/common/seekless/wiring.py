@@ -244,18 +244,14 @@ def job_aliases() -> JobAliases | None:
 
 @per_environment
 def generator() -> Generator:
-    from seekless.ws.generator import Generator
+    from seekless.ws.generator import Generator, StreamingOptions
 
-    config = settings()
     return Generator(
         chat=chat_service(),
         log=request_log(),
         notifier=notifier(),
         connections=connection_store(),
-        flush_interval=config.ws_flush_interval_ms / 1000,
-        flush_bytes=config.ws_flush_bytes,
-        frame_max_bytes=config.ws_frame_max_bytes,
-        resume_grace_seconds=config.ws_resume_grace_seconds,
+        options=StreamingOptions.from_settings(settings()),
     )
 
 
@@ -361,6 +357,7 @@ def worker_frames() -> FrameSink | None:
     config = settings()
     if redis() is None or not config.ws_endpoint:
         return None
+    from seekless.ws.generator import StreamingOptions
     from seekless.ws.service import JobFrameLog
 
     aliases = job_aliases()
@@ -369,10 +366,7 @@ def worker_frames() -> FrameSink | None:
         log=JobFrameLog(request_log(), aliases, notifier()),
         notifier=notifier(),
         connections=connection_store(),
-        flush_interval=config.ws_flush_interval_ms / 1000,
-        flush_bytes=config.ws_flush_bytes,
-        frame_max_bytes=config.ws_frame_max_bytes,
-        resume_grace_seconds=config.ws_resume_grace_seconds,
+        options=StreamingOptions.from_settings(config),
     )
 
 

@@ -17,42 +17,20 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from seekless.errors import Conflict, NotFound, ServiceUnavailable
+from seekless.adapters.dynamo_items import collect_page, from_item, store_error, to_item
+from seekless.errors import Conflict, NotFound
 from seekless.models import ApiKeyRecord, Page, Session, StoredMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-_THROTTLED = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
 APPEND_ATTEMPTS = 5
 
 
-def _item(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
-
-
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deserializer.deserialize(v) for k, v in item.items()}
-
-
 def _store_error(error: ClientError) -> Exception:
-    code = error.response.get("Error", {}).get("Code", "")
-    if code in _THROTTLED:
-        return ServiceUnavailable("the session store is busy; retry shortly")
-    return error
+    return store_error(error, "session store")
 
 
 def _default_client() -> DynamoDBClient:
@@ -83,7 +61,7 @@ class DynamoSessionStore:
         return int(self._clock())
 
     def _session(self, item: dict[str, Any]) -> Session:
-        data = _plain(item)
+        data = from_item(item)
         return Session(
             id=data["session_id"],
             tenant_id=data["tenant_id"],
@@ -121,19 +99,19 @@ class DynamoSessionStore:
         }
         try:
             self._client.put_item(
-                TableName=self._table, Item=_item(values), ConditionExpression="attribute_not_exists(pk)"
+                TableName=self._table, Item=to_item(values), ConditionExpression="attribute_not_exists(pk)"
             )
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 raise Conflict(f"A session with id '{session_id}' already exists.") from error
             raise _store_error(error) from error
-        return self._session(_item(values))
+        return self._session(to_item(values))
 
     def _meta(self, tenant_id: str, session_id: str, *, consistent: bool = False) -> dict[str, Any]:
         try:
             found = self._client.get_item(
                 TableName=self._table,
-                Key=_item({"pk": self._pk(tenant_id, session_id), "sk": "META"}),
+                Key=to_item({"pk": self._pk(tenant_id, session_id), "sk": "META"}),
                 ConsistentRead=consistent,
             )
         except ClientError as error:
@@ -159,17 +137,9 @@ class DynamoSessionStore:
         if after:
             cursor = self._meta(tenant_id, after)
             query["ExclusiveStartKey"] = {k: cursor[k] for k in ("pk", "sk", "gsi1pk", "gsi1sk")}
-        sessions: list[Session] = []
-        try:
-            while len(sessions) <= limit:
-                page = self._client.query(**query)
-                sessions.extend(self._session(i) for i in page.get("Items", []) if self._alive(i))
-                if "LastEvaluatedKey" not in page:
-                    break
-                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except ClientError as error:
-            raise _store_error(error) from error
-        return Page(items=sessions[:limit], has_more=len(sessions) > limit)
+        return collect_page(
+            self._client, query, limit=limit, alive=self._alive, convert=self._session, store="session store"
+        )
 
     def messages(
         self, tenant_id: str, session_id: str, *, limit: int | None = None, after: int | None = None
@@ -188,23 +158,13 @@ class DynamoSessionStore:
         }
         if limit is not None:
             query["Limit"] = limit + 1
-        found: list[StoredMessage] = []
-        try:
-            while limit is None or len(found) <= limit:
-                page = self._client.query(**query)
-                found.extend(self._message(i) for i in page.get("Items", []) if self._alive(i))
-                if "LastEvaluatedKey" not in page:
-                    break
-                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except ClientError as error:
-            raise _store_error(error) from error
-        if limit is None:
-            return Page(items=found, has_more=False)
-        return Page(items=found[:limit], has_more=len(found) > limit)
+        return collect_page(
+            self._client, query, limit=limit, alive=self._alive, convert=self._message, store="session store"
+        )
 
     @staticmethod
     def _message(item: dict[str, Any]) -> StoredMessage:
-        data = _plain(item)
+        data = from_item(item)
         return StoredMessage(
             seq=int(data["seq"]),
             role=data["role"],
@@ -241,10 +201,10 @@ class DynamoSessionStore:
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _item({"pk": pk, "sk": "META"}),
+                        "Key": to_item({"pk": pk, "sk": "META"}),
                         "UpdateExpression": "SET message_count = :new, updated_at = :now, expires_at = :exp",
                         "ConditionExpression": "message_count = :old",
-                        "ExpressionAttributeValues": _item(
+                        "ExpressionAttributeValues": to_item(
                             {":new": count + len(messages), ":old": count, ":now": now, ":exp": expires}
                         ),
                     }
@@ -269,7 +229,7 @@ class DynamoSessionStore:
                     {
                         "Put": {
                             "TableName": self._table,
-                            "Item": _item(values),
+                            "Item": to_item(values),
                             "ConditionExpression": "attribute_not_exists(pk)",
                         }
                     }
@@ -308,7 +268,7 @@ class DynamoSessionStore:
         }
         try:
             # The metadata item goes first, so a half-finished delete leaves no visible session.
-            self._client.delete_item(TableName=self._table, Key=_item({"pk": pk, "sk": "META"}))
+            self._client.delete_item(TableName=self._table, Key=to_item({"pk": pk, "sk": "META"}))
             while True:
                 page = self._client.query(**query)
                 keys = [i for i in page.get("Items", []) if i["sk"]["S"] != "META"]
@@ -343,7 +303,7 @@ class DynamoKeyStore:
         item = found.get("Item")
         if not item:
             return None
-        data = _plain(item)
+        data = from_item(item)
         expires = data.get("expires_at")
         if expires is not None and int(expires) <= self._clock():
             return None
@@ -365,6 +325,6 @@ class DynamoKeyStore:
             "created_at": now,
         }
         try:
-            self._client.put_item(TableName=self._table, Item=_item(item))
+            self._client.put_item(TableName=self._table, Item=to_item(item))
         except ClientError as error:
             raise _store_error(error) from error

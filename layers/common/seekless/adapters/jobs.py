@@ -43,9 +43,9 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
+from seekless.adapters.dynamo_items import collect_page, error_code, from_item, store_error, to_item
 from seekless.contracts import ChatCompletionRequest
 from seekless.errors import ServiceUnavailable
 from seekless.jobs import (
@@ -62,17 +62,6 @@ from seekless.models import Page
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-_serializer = TypeSerializer()
-_deserializer = TypeDeserializer()
-_THROTTLED = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
 UNSENT = "UNSENT"
 CREATE_ATTEMPTS = 5
 # What the list indexes carry (template.yaml's NonKeyAttributes must match).
@@ -102,27 +91,13 @@ class S3Client(Protocol):
     def get_object(self, **kwargs: Any) -> Any: ...
 
 
-def _item(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}
-
-
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deserializer.deserialize(v) for k, v in item.items()}
-
-
 def _number(value: float) -> Decimal:
     # DynamoDB numbers are decimals; millisecond precision is plenty for a lease.
     return Decimal(str(round(value, 3)))
 
 
-def _error_code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _store_error(error: ClientError) -> Exception:
-    if _error_code(error) in _THROTTLED:
-        return ServiceUnavailable("the job store is busy; retry shortly")
-    return error
+    return store_error(error, "job store")
 
 
 class DynamoJobStore:
@@ -173,7 +148,7 @@ class DynamoJobStore:
         return self._s3
 
     def _job(self, item: dict[str, Any], *, resolve: bool = False) -> Job:
-        data = _plain(item)
+        data = from_item(item)
         request = data.get("request")
         result = data.get("result")
         pointer = data.get("result_s3")
@@ -236,7 +211,7 @@ class DynamoJobStore:
                 "unsent_pk": UNSENT,
                 "unsent_sk": sort_key,
             }
-            job_item = {**self._key(tenant_id, job_id), **_item(values)}
+            job_item = {**self._key(tenant_id, job_id), **to_item(values)}
             put_job: dict[str, Any] = {
                 "TableName": self._table,
                 "Item": job_item,
@@ -249,7 +224,7 @@ class DynamoJobStore:
                     key, fingerprint = idempotency
                     record = {
                         **self._idempotency_key(tenant_id, key),
-                        **_item({"job_id": job_id, "fingerprint": fingerprint, "expires_at": expires}),
+                        **to_item({"job_id": job_id, "fingerprint": fingerprint, "expires_at": expires}),
                     }
                     self._client.transact_write_items(
                         TransactItems=[
@@ -267,7 +242,7 @@ class DynamoJobStore:
                         ]
                     )
             except ClientError as error:
-                code = _error_code(error)
+                code = error_code(error)
                 if code == "ConditionalCheckFailedException":
                     continue  # a job id collision: mint another
                 if code != "TransactionCanceledException" or idempotency is None:
@@ -406,17 +381,7 @@ class DynamoJobStore:
             "ScanIndexForward": False,  # newest first
             "Limit": limit + 1,
         }
-        jobs: list[Job] = []
-        try:
-            while len(jobs) <= limit:
-                page = self._client.query(**query)
-                jobs.extend(self._job(item) for item in page.get("Items", []) if self._alive(item))
-                if "LastEvaluatedKey" not in page:
-                    break
-                query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        except ClientError as error:
-            raise _store_error(error) from error
-        return Page(items=jobs[:limit], has_more=len(jobs) > limit)
+        return collect_page(self._client, query, limit=limit, alive=self._alive, convert=self._job, store="job store")
 
     # -- transitions ---------------------------------------------------------------------------------
 
@@ -445,7 +410,7 @@ class DynamoJobStore:
             "Key": self._key(tenant_id, job_id),
             "UpdateExpression": update,
             "ConditionExpression": f"({condition}) AND expires_at > :now",
-            "ExpressionAttributeValues": _item(values),
+            "ExpressionAttributeValues": to_item(values),
             "ReturnValues": "ALL_NEW",
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
@@ -454,7 +419,7 @@ class DynamoJobStore:
         try:
             updated = self._client.update_item(**request)
         except ClientError as error:
-            if _error_code(error) != "ConditionalCheckFailedException":
+            if error_code(error) != "ConditionalCheckFailedException":
                 raise _store_error(error) from error
             old: dict[str, Any] | None = error.response.get("Item")  # type: ignore[assignment]
             current = self._job(old) if old and self._alive(old) and old.get("job_id") else None
@@ -587,7 +552,9 @@ class DynamoJobStore:
                 "UpdateExpression": "SET session_appended_at = :t",
                 "ConditionExpression": "#status = :succeeded AND attribute_not_exists(session_appended_at)",
                 "ExpressionAttributeNames": {"#status": "status"},
-                "ExpressionAttributeValues": _item({":t": int(self._clock()), ":succeeded": str(JobStatus.SUCCEEDED)}),
+                "ExpressionAttributeValues": to_item(
+                    {":t": int(self._clock()), ":succeeded": str(JobStatus.SUCCEEDED)}
+                ),
             }
         }
 

@@ -44,7 +44,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -57,7 +57,7 @@ from seekless.jobs import Job, JobConflict, JobStatus, job_error
 from seekless.models import Page, Principal, Session, StoredMessage
 from seekless.ports import ChatModel, JobLeases, JobMessages, QueueMessage, SessionStore
 from seekless.telemetry import NullTelemetry, Telemetry
-from seekless.ws.generator import Connections, Generator, Notifier, RequestLog
+from seekless.ws.generator import Connections, Generator, Notifier, RequestLog, StreamingOptions
 
 logger = logging.getLogger("seekless.worker")
 SNAPSHOT_CHECK_SECONDS = 0.1
@@ -94,10 +94,7 @@ class FrameSink:
     log: JobRequestLog
     notifier: Notifier
     connections: Connections
-    flush_interval: float = 0.1
-    flush_bytes: int = 4_096
-    frame_max_bytes: int = 32_768
-    resume_grace_seconds: float = 30.0
+    options: StreamingOptions = field(default_factory=StreamingOptions)
 
 
 @dataclass(frozen=True)
@@ -587,10 +584,7 @@ class Worker:
             log=frames.log,
             notifier=frames.notifier,
             connections=frames.connections,
-            flush_interval=frames.flush_interval,
-            flush_bytes=frames.flush_bytes,
-            frame_max_bytes=frames.frame_max_bytes,
-            resume_grace_seconds=frames.resume_grace_seconds,
+            options=frames.options,
         )
         emitter = await generator.run(job, deadline=deadline)
         return emitter.cancelled

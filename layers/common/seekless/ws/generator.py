@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from seekless.chat import ChatService
+from seekless.config import Settings
 from seekless.contracts import GenerationJob, StreamDelta, StreamEnd, StreamEvent
 from seekless.errors import SeeklessError
 from seekless.models import Principal
@@ -94,6 +96,25 @@ class FrameEmitter:
             self.gone_since = self._clock()
 
 
+@dataclass(frozen=True, slots=True)
+class StreamingOptions:
+    """How frames are coalesced and how long a vanished client may take to resume."""
+
+    flush_interval: float = 0.1
+    flush_bytes: int = 4096
+    frame_max_bytes: int = 32_768
+    resume_grace_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StreamingOptions:
+        return cls(
+            flush_interval=settings.ws_flush_interval_ms / 1000,
+            flush_bytes=settings.ws_flush_bytes,
+            frame_max_bytes=settings.ws_frame_max_bytes,
+            resume_grace_seconds=settings.ws_resume_grace_seconds,
+        )
+
+
 class Generator:
     def __init__(
         self,
@@ -102,20 +123,14 @@ class Generator:
         log: RequestLog,
         notifier: Notifier,
         connections: Connections,
-        flush_interval: float = 0.1,
-        flush_bytes: int = 4096,
-        frame_max_bytes: int = 32_768,
-        resume_grace_seconds: float = 30.0,
+        options: StreamingOptions | None = None,
         clock: Any = time.monotonic,
     ) -> None:
         self._chat = chat
         self._log = log
         self._notifier = notifier
         self._connections = connections
-        self._flush_interval = flush_interval
-        self._flush_bytes = flush_bytes
-        self._frame_max_bytes = frame_max_bytes
-        self._grace = resume_grace_seconds
+        self._options = options or StreamingOptions()
         self._clock = clock
 
     async def run(self, job: GenerationJob, *, deadline: float) -> FrameEmitter:
@@ -153,7 +168,7 @@ class Generator:
 
     def _should_stop(self, emitter: FrameEmitter) -> bool:
         gone_for = None if emitter.gone_since is None else self._clock() - emitter.gone_since
-        return emitter.cancelled or (gone_for is not None and gone_for > self._grace)
+        return emitter.cancelled or (gone_for is not None and gone_for > self._options.resume_grace_seconds)
 
     async def _relay(self, events: Any, emitter: FrameEmitter, *, cache: str | None) -> None:
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -167,9 +182,9 @@ class Generator:
 
         pumping = asyncio.create_task(pump())
         coalescer = Coalescer(
-            interval=self._flush_interval,
-            flush_bytes=self._flush_bytes,
-            frame_max_bytes=self._frame_max_bytes,
+            interval=self._options.flush_interval,
+            flush_bytes=self._options.flush_bytes,
+            frame_max_bytes=self._options.frame_max_bytes,
             overhead_bytes=len(encode(frame("delta", emitter._job.job_id, 10**9))) + 64,
             clock=self._clock,
         )
