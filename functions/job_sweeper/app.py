@@ -1,4 +1,5 @@
-"""Job sweeper (every minute): re-send jobs whose producer crashed before confirming the message."""
+"""Job sweeper (every minute): re-send jobs whose producer crashed before confirming the message, and
+finish batches whose last job ended but whose finalizer died."""
 
 from __future__ import annotations
 
@@ -16,4 +17,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     resent = wiring.job_service().resend_unsent(older_than_seconds=config.job_resend_after_seconds)
     if resent:
         logger.warning("re-sent %d jobs whose message was never confirmed", resent)
-    return {"resent": resent}
+    finished = 0
+    if config.jobs_bucket:
+        finished = wiring.batch_service().sweep(older_than_seconds=config.batch_finalize_after_seconds)
+        if finished:
+            logger.warning("finished %d batches whose finalizer never completed", finished)
+    return {"resent": resent, "batches_finished": finished}

@@ -23,6 +23,7 @@ TABLES = {
     "ApiKeysTable": "seekless-keys",
     "ConnectionsTable": "seekless-connections",
     "JobsTable": "seekless-jobs",
+    "BatchesTable": "seekless-batches",
 }
 
 

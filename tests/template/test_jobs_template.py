@@ -19,7 +19,7 @@ def test_jobs_table_keys_tenant_first_and_lists_by_tenant_and_status(template: d
     props = _props(template, "JobsTable")
     assert {k["AttributeName"]: k["KeyType"] for k in props["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
     indexes = {index["IndexName"]: index for index in props["GlobalSecondaryIndexes"]}
-    assert set(indexes) == {"by_tenant", "by_tenant_status", "unsent"}
+    assert set(indexes) == {"by_tenant", "by_tenant_status", "unsent", "by_batch"}
     # The sweeper's sparse index: keys only plus what it needs to read each job back.
     assert [k["AttributeName"] for k in indexes["unsent"]["KeySchema"]] == ["unsent_pk", "unsent_sk"]
     assert set(indexes["unsent"]["Projection"]["NonKeyAttributes"]) == {"job_id", "tenant_id"}
@@ -90,10 +90,17 @@ def test_rest_function_may_only_write_jobs_send_to_the_queue_and_read_results(tr
 
 
 def test_only_the_job_producers_touch_the_jobs_resources(transformed: dict[str, Any]) -> None:
-    # The REST API and the WebSocket message route create jobs, the sweeper re-sends unconfirmed ones;
-    # the worker (an ECS task role) runs them.
+    # The REST API, the WebSocket message route, batch ingest and queued requests create jobs, the
+    # sweeper re-sends unconfirmed ones and finishes stuck batches; the worker (an ECS task role) runs them.
+    producers = (
+        "RestApiFunction",
+        "WsMessageFunction",
+        "JobSweeperFunction",
+        "BatchIngestFunction",
+        "RequestsFunction",
+    )
     for logical_id, role in function_roles(transformed).items():
-        if logical_id in ("RestApiFunction", "WsMessageFunction", "JobSweeperFunction"):
+        if logical_id in producers:
             continue
         assert not any("Jobs" in resource for resource in grants(role)), logical_id
 
@@ -108,10 +115,17 @@ def test_rest_function_is_told_where_jobs_live(template: dict[str, Any]) -> None
 
 def test_the_sweeper_runs_every_minute_with_least_privilege(transformed: dict[str, Any]) -> None:
     role = function_roles(transformed)["JobSweeperFunction"]
+    batch_files = {"s3:GetObject", "s3:PutObject"}
     assert grants(role) == {
         resource_key({"Fn::Sub": "${JobsTable.Arn}/index/unsent"}): {"dynamodb:Query"},
         resource_key({"Fn::GetAtt": ["JobsTable", "Arn"]}): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
         resource_key({"Fn::GetAtt": ["JobsQueue", "Arn"]}): {"sqs:SendMessage"},
+        resource_key({"Fn::GetAtt": ["BatchesTable", "Arn"]}): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        resource_key({"Fn::Sub": "${BatchesTable.Arn}/index/open"}): {"dynamodb:Query"},
+        resource_key({"Fn::Sub": "${JobsTable.Arn}/index/by_batch"}): {"dynamodb:Query"},
+        resource_key({"Fn::Sub": "${JobsBucket.Arn}/batches/work/*"}): batch_files,
+        resource_key({"Fn::Sub": "${JobsBucket.Arn}/batches/output/*"}): batch_files,
+        resource_key({"Fn::Sub": "${JobsBucket.Arn}/batches/errors/*"}): batch_files,
     }
     rules = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
     assert any(r["Properties"].get("ScheduleExpression") == "rate(1 minute)" for r in rules)

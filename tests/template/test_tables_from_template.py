@@ -36,6 +36,7 @@ def test_create_tables_names_each_table_after_its_logical_id(dynamodb: Any) -> N
         "ApiKeysTable": "seekless-apikeystable",
         "ConnectionsTable": "seekless-connectionstable",
         "JobsTable": "seekless-jobstable",
+        "BatchesTable": "seekless-batchestable",
     }
     assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(names.values())
 
@@ -47,6 +48,7 @@ def test_caller_chosen_names_override_the_default(dynamodb: Any) -> None:
         "ApiKeysTable": "seekless-apikeystable",
         "ConnectionsTable": "seekless-connectionstable",
         "JobsTable": "seekless-jobstable",
+        "BatchesTable": "seekless-batchestable",
     }
 
 

@@ -36,10 +36,12 @@ FUNCTIONS = {
     "WsMessageFunction",
     "GeneratorFunction",
     "JobSweeperFunction",
+    "BatchIngestFunction",
+    "RequestsFunction",
 }
 # Durable tables: recoverable and retained. ConnectionsTable is ephemeral (see
 # test_websocket_template.py for what it must be instead).
-DURABLE_TABLES = {"SessionsTable", "ApiKeysTable", "JobsTable"}
+DURABLE_TABLES = {"SessionsTable", "ApiKeysTable", "JobsTable", "BatchesTable"}
 
 
 # ---------------------------------------------------------------- lint and transform
@@ -151,6 +153,16 @@ def test_rest_function_reads_keys_and_writes_only_sessions(transformed: dict[str
         {"Fn::Sub": "${JobsBucket.Arn}/jobs/*"},
     ):
         assert granted(resource), resource
+    # Batches: reserve, read, cancel; sign uploads into batches/input/ and downloads of results.
+    assert granted({"Fn::GetAtt": ["BatchesTable", "Arn"]}) == {
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+    }
+    assert granted({"Fn::Sub": "${BatchesTable.Arn}/index/by_tenant"}) == {"dynamodb:Query"}
+    assert granted({"Fn::Sub": "${JobsBucket.Arn}/batches/input/*"}) == {"s3:PutObject"}
+    for results in ("output", "errors"):
+        assert granted({"Fn::Sub": f"${{JobsBucket.Arn}}/batches/{results}/*"}) == {"s3:GetObject"}
     assert grants == {}, "grants beyond the tables, the jobs queue and bucket, and the secret"
 
 

@@ -301,6 +301,20 @@ WORKER_GRANTS = {
     resource_key({"Fn::Sub": "${JobsBucket.Arn}/jobs/*"}): {"s3:PutObject", "s3:GetObject"},
     resource_key({"Fn::Sub": f"{EXECUTE_API}/${{Stage}}/POST/@connections/*"}): {"execute-api:ManageConnections"},
     resource_key({"Ref": "DeepSeekApiKeySecret"}): {"secretsmanager:GetSecretValue"},
+    # Batches: count each line's end, finish the batch whose last line this worker ended.
+    resource_key(_getatt_arn("BatchesTable")): {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:ConditionCheckItem",
+    },
+    resource_key({"Fn::Sub": "${JobsTable.Arn}/index/by_batch"}): {"dynamodb:Query"},
+    **{
+        resource_key({"Fn::Sub": f"${{JobsBucket.Arn}}/batches/{part}/*"}): {"s3:GetObject", "s3:PutObject"}
+        for part in ("work", "output", "errors")
+    },
+    # Replies to queued requests: the stack's replies queue and prefix only.
+    resource_key(_getatt_arn("RepliesQueue")): {"sqs:SendMessage"},
+    resource_key({"Fn::Sub": "${JobsBucket.Arn}/replies/*"}): {"s3:PutObject"},
 }
 
 
@@ -322,7 +336,9 @@ def test_task_role_names_every_action_and_resource(template: dict[str, Any]) -> 
 def test_task_role_never_touches_the_dead_letter_queue_or_lists_jobs(template: dict[str, Any]) -> None:
     granted = grants(template["Resources"]["WorkerTaskRole"])
     assert resource_key(_getatt_arn("JobsDeadLetterQueue")) not in granted
-    assert not any("/index/" in resource for resource in granted)
+    # The one index it reads is a batch's own jobs (to write the batch's results), never a tenant listing.
+    indexes = [resource for resource in granted if "/index/" in resource]
+    assert indexes == [resource_key({"Fn::Sub": "${JobsTable.Arn}/index/by_batch"})]
     assert "dynamodb:PutItem" not in granted[resource_key(_getatt_arn("JobsTable"))]
 
 

@@ -337,6 +337,22 @@ class ChatService:
             self._telemetry.count("UpstreamErrors")
 
 
+class _NoModel:
+    """The model of a ChatService that only checks requests: it is never called."""
+
+    async def complete(self, body: Mapping[str, Any], *, deadline: float) -> ChatResult:
+        raise RuntimeError("a validation-only ChatService generates nothing")
+
+    def stream(self, body: Mapping[str, Any], *, deadline: float) -> AsyncIterator[StreamEvent]:
+        raise RuntimeError("a validation-only ChatService generates nothing")
+
+
+def validation_only(settings: Settings) -> ChatService:
+    """A ChatService that checks requests as the chat route does (model, max_tokens, JSON mode) and
+    holds no client: what batch ingest and queued requests validate with."""
+    return ChatService(settings=settings, model=_NoModel(), cache=None, sessions=None)
+
+
 def estimated_cost_usd(spec: ModelSpec, usage: Usage) -> float:
     hit = usage.prompt_cache_hit_tokens
     miss = usage.prompt_cache_miss_tokens or max(0, usage.prompt_tokens - hit)

@@ -102,6 +102,14 @@ class Settings(BaseSettings):
     job_ttl_days: int = 7  # job records (and their idempotency keys) are kept this long
     job_inline_result_bytes: int = 300_000  # larger results go to S3 (DynamoDB items cap at 400 KB)
 
+    # Batch files (S3) and queued requests (SQS)
+    batches_table: str = "seekless-batches"
+    batch_max_lines: int = 50_000  # requests per batch file, as OpenAI's Batch API; later lines are errors
+    batch_max_line_bytes: int = 1_000_000  # one line must fit a job message (SQS: 1 MiB)
+    batch_finalize_after_seconds: float = 900.0  # the sweeper finishes a batch whose finalizer died after this
+    reply_queue_urls: str = ""  # comma-separated queue URLs a queued request may name as reply_to
+    reply_s3_prefixes: str = ""  # comma-separated s3://bucket/prefix/ a queued request may name as reply_to
+
     # The GPU worker (python -m seekless.worker): an OpenAI-compatible inference endpoint first (vLLM in
     # the same ECS task), the DeepSeek API when that endpoint's breaker is open or it fails before output.
     inference_base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; unset: DeepSeek API only

@@ -255,13 +255,39 @@ class ResultBuilder:
         )
 
 
-class GenerationJob(BaseModel):
-    """One generation, whoever asked for it: the message the WebSocket route hands to the generator
-    function (and, later, what SQS carries to the GPU worker). A contract change is a version bump."""
+class ReplyTo(BaseModel):
+    """Where the reply to a queued request goes: an SQS queue, or an S3 prefix (``s3://bucket/prefix/``,
+    one ``<job_id>.json`` object per reply). Exactly one of the two."""
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Literal[1] = 1
+    queue_url: Annotated[str, Field(pattern=r"^https://\S+$|^http://\S+$")] | None = None
+    s3_prefix: Annotated[str, Field(pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?$")] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReplyTo:
+        if (self.queue_url is None) == (self.s3_prefix is None):
+            raise ValueError("reply_to needs exactly one of queue_url and s3_prefix")
+        return self
+
+    def describe(self) -> str:
+        return self.queue_url or self.s3_prefix or ""
+
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+
+
+class GenerationJob(BaseModel):
+    """One generation, whoever asked for it: a WebSocket chat handed to the generator function, a REST
+    job, a line of a batch file or a queued request, as SQS carries it to the GPU worker.
+
+    A contract change is a version bump. v2 added ``batch_id`` (the job is a line of that batch: its end
+    is counted there) and ``reply_to`` (put the reply there); a v1 message still parses (both absent).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1, 2] = 2
     job_id: str  # the WebSocket request_id
     tenant_id: str
     key_id: str
@@ -269,3 +295,21 @@ class GenerationJob(BaseModel):
     session_id: str | None = None
     connection_id: str | None = None  # sink: stream frames to this WebSocket connection
     created_at: float = Field(default_factory=time.time)
+    batch_id: str | None = None
+    reply_to: ReplyTo | None = None
+
+
+class RequestMessage(BaseModel):
+    """What a system drops on the requests queue: the GenerationJob contract without the fields only
+    seekless sets (connection, batch), ``job_id`` optional (by default derived from the SQS message id,
+    so a redelivered message makes no second job), and ``reply_to`` required."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1, 2] = 2
+    job_id: Annotated[str, Field(pattern=JOB_ID_PATTERN)] | None = None
+    tenant_id: Annotated[str, Field(min_length=1, max_length=128)]
+    key_id: Annotated[str, Field(min_length=1, max_length=128)] = "sqs"
+    request: ChatCompletionRequest
+    session_id: str | None = None
+    reply_to: ReplyTo

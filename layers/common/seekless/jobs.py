@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from seekless.contracts import ChatCompletionRequest, GenerationJob
+from seekless.contracts import ChatCompletionRequest, GenerationJob, ReplyTo
 from seekless.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, SeeklessError, ServiceUnavailable
 from seekless.models import Principal
 
@@ -79,6 +79,10 @@ class Job:
     progress_tokens: int = 0
     result: dict[str, Any] | None = None  # the chat.completion object, once succeeded
     error: dict[str, Any] | None = None  # OpenAI's error shape (message, type, param, code), once failed
+    batch_id: str | None = None  # a line of this batch file
+    custom_id: str | None = None  # the batch line's custom_id
+    line: int | None = None  # the batch line's number, from 1
+    reply_to: ReplyTo | None = None  # a queued request's reply destination
 
     def to_api(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -96,6 +100,9 @@ class Job:
             data["result"] = self.result
         if self.error is not None:
             data["error"] = self.error
+        if self.batch_id is not None:
+            data["batch_id"] = self.batch_id
+            data["custom_id"] = self.custom_id
         return data
 
     def to_accepted(self) -> dict[str, Any]:
@@ -113,6 +120,8 @@ class Job:
             request=self.request,
             session_id=self.session_id,
             created_at=float(self.created_at),
+            batch_id=self.batch_id,
+            reply_to=self.reply_to,
         )
 
 

@@ -16,19 +16,23 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from seekless.adapters.apigw import ApiGatewayNotifier
+    from seekless.adapters.batches import S3BatchFiles
     from seekless.adapters.connections import DynamoConnectionStore
     from seekless.adapters.deepseek import DeepSeekClient
     from seekless.adapters.dynamodb import DynamoKeyStore, DynamoSessionStore
     from seekless.adapters.invoker import LambdaInvoker
     from seekless.adapters.jobs import DynamoJobStore
     from seekless.adapters.redis_cache import RedisResponseCache
+    from seekless.adapters.replies import AwsReplies
     from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
     from seekless.adapters.tickets import RedisTicketStore
     from seekless.adapters.ws_buffer import RedisRequestLog
     from seekless.auth import Authenticator
+    from seekless.batches import BatchService
     from seekless.chat import ChatService
     from seekless.jobs import JobService
     from seekless.ports import ChatModel
+    from seekless.queued import JobEndings, QueuedRequests, ReplyPolicy
     from seekless.telemetry import Telemetry
     from seekless.worker.runner import FrameSink, Worker
     from seekless.ws.generator import Generator
@@ -283,6 +287,84 @@ def job_service() -> JobService:
     return JobService(store=job_store(), queue=job_queue())
 
 
+@per_environment
+def validation_chat() -> ChatService:
+    """Checks a request as the chat route would (model, max_tokens, JSON mode) without any client."""
+    from seekless.chat import validation_only
+
+    return validation_only(settings())
+
+
+@per_environment
+def batch_files() -> S3BatchFiles:
+    from seekless.adapters.batches import S3BatchFiles
+
+    bucket = settings().jobs_bucket
+    if not bucket:
+        raise ServiceUnavailable(
+            "Batches are not available on this deployment (no jobs bucket).", code="batches_unavailable"
+        )
+    return S3BatchFiles(bucket)
+
+
+@per_environment
+def batch_service() -> BatchService:
+    from seekless.adapters.batches import DynamoBatchStore
+    from seekless.batches import BatchService
+
+    config = settings()
+    store = DynamoBatchStore(config.batches_table, jobs=job_store(), ttl_days=config.job_ttl_days)
+    return BatchService(
+        batches=store,
+        jobs=job_store(),
+        queue=job_queue(),
+        files=batch_files(),
+        chat=validation_chat(),
+        max_lines=config.batch_max_lines,
+        max_line_bytes=config.batch_max_line_bytes,
+    )
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+@per_environment
+def queued_requests() -> QueuedRequests:
+    from seekless.queued import QueuedRequests
+
+    queue = job_queue()
+    if queue is None:
+        raise ServiceUnavailable("SEEKLESS_JOBS_QUEUE_URL is not configured.")
+    return QueuedRequests(jobs=job_store(), queue=queue, chat=validation_chat(), policy=reply_policy())
+
+
+@per_environment
+def reply_policy() -> ReplyPolicy:
+    from seekless.queued import ReplyPolicy
+
+    config = settings()
+    return ReplyPolicy(_split(config.reply_queue_urls), _split(config.reply_s3_prefixes))
+
+
+@per_environment
+def replies() -> AwsReplies:
+    from seekless.adapters.replies import AwsReplies
+
+    return AwsReplies()
+
+
+@per_environment
+def job_endings() -> JobEndings:
+    from seekless.queued import JobEndings
+
+    return JobEndings(
+        jobs=job_store(),
+        batches=batch_service() if settings().jobs_bucket else None,
+        replies=replies(),
+    )
+
+
 # -- the GPU worker (python -m seekless.worker) --------------------------------------------------------
 
 
@@ -387,6 +469,7 @@ def worker() -> Worker:
         frames=worker_frames(),
         on_alive=lambda: touch(path),
         alive_interval=min(5.0, max(0.5, config.worker_health_max_age_seconds / 3)),
+        endings=job_endings(),
     )
 
 

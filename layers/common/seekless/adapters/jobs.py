@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from seekless.adapters.dynamo_items import collect_page, error_code, from_item, store_error, to_item
-from seekless.contracts import ChatCompletionRequest
+from seekless.contracts import ChatCompletionRequest, ReplyTo
 from seekless.errors import ServiceUnavailable
 from seekless.jobs import (
     Action,
@@ -60,7 +60,11 @@ from seekless.jobs import (
 from seekless.models import Page
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from mypy_boto3_dynamodb import DynamoDBClient
+
+    from seekless.batches import BatchLine
 
 UNSENT = "UNSENT"
 CREATE_ATTEMPTS = 5
@@ -171,6 +175,10 @@ class DynamoJobStore:
             progress_tokens=int(data.get("progress_tokens", 0)),
             result=json.loads(result) if isinstance(result, str) else result,
             error=dict(data["error"]) if data.get("error") else None,
+            batch_id=data.get("batch_id"),
+            custom_id=data.get("custom_id"),
+            line=int(data["line"]) if data.get("line") is not None else None,
+            reply_to=ReplyTo.model_validate_json(data["reply_to"]) if data.get("reply_to") else None,
         )
 
     # -- create --------------------------------------------------------------------------------------
@@ -183,10 +191,15 @@ class DynamoJobStore:
         request: ChatCompletionRequest,
         session_id: str | None,
         idempotency: tuple[str, str] | None = None,
+        job_id: str | None = None,
+        reply_to: ReplyTo | None = None,
     ) -> tuple[Job, bool]:
+        """Record a queued job. With ``job_id`` (a queued request's id, derived from its message id) a job
+        that already exists is returned with False: the same message delivered twice makes one job."""
+        chosen = job_id
         for _ in range(CREATE_ATTEMPTS):
             now = self._clock()
-            job_id = "job_" + secrets.token_hex(12)
+            job_id = chosen or "job_" + secrets.token_hex(12)
             sort_key = f"{int(now * 1_000_000):017d}#{job_id}"
             expires = int(now) + self._ttl_seconds
             values = {
@@ -211,6 +224,8 @@ class DynamoJobStore:
                 "unsent_pk": UNSENT,
                 "unsent_sk": sort_key,
             }
+            if reply_to is not None:
+                values["reply_to"] = reply_to.model_dump_json(exclude_none=True)
             job_item = {**self._key(tenant_id, job_id), **to_item(values)}
             put_job: dict[str, Any] = {
                 "TableName": self._table,
@@ -244,6 +259,10 @@ class DynamoJobStore:
             except ClientError as error:
                 code = error_code(error)
                 if code == "ConditionalCheckFailedException":
+                    if chosen is not None:
+                        existing_item = self._read(tenant_id, chosen)
+                        if existing_item is not None:
+                            return self._job(existing_item, resolve=True), False
                     continue  # a job id collision: mint another
                 if code != "TransactionCanceledException" or idempotency is None:
                     raise _store_error(error) from error
@@ -278,6 +297,145 @@ class DynamoJobStore:
             )
         job_item = self._read(tenant_id, record["job_id"]["S"])
         return self._job(job_item, resolve=True) if job_item is not None else None
+
+    # -- batch lines ---------------------------------------------------------------------------------
+
+    def _batch_job_item(
+        self, tenant_id: str, batch_id: str, key_id: str, line: BatchLine, now: float
+    ) -> dict[str, Any]:
+        from seekless.batches import line_job_id
+
+        job_id = line_job_id(batch_id, line.number)
+        sort_key = f"{int(now * 1_000_000):017d}#{job_id}"
+        values = {
+            "gsi1pk": f"T#{tenant_id}",
+            "gsi1sk": sort_key,
+            "gsi2pk": f"T#{tenant_id}#{JobStatus.QUEUED}",
+            "gsi2sk": sort_key,
+            "gsi3pk": f"B#{batch_id}",
+            "gsi3sk": f"{line.number:09d}",
+            "job_id": job_id,
+            "tenant_id": tenant_id,
+            "key_id": key_id,
+            "status": str(JobStatus.QUEUED),
+            "model": line.request.model,
+            "request": line.request.model_dump_json(exclude_none=True),
+            "attempts": 0,
+            "progress_tokens": 0,
+            "created_at": int(now),
+            "updated_at": int(now),
+            "expires_at": int(now) + self._ttl_seconds,
+            "batch_id": batch_id,
+            "custom_id": line.custom_id,
+            "line": line.number,
+        }
+        return {**self._key(tenant_id, job_id), **to_item(values)}
+
+    def put_batch_jobs(
+        self, tenant_id: str, batch_id: str, *, key_id: str, lines: list[BatchLine], only_new: bool
+    ) -> list[Job]:
+        """One job per batch line, in BatchWriteItem pages of 25. ``only_new`` (a resumed ingest): one
+        conditional put per line instead, so a job that already ran is never overwritten; the jobs
+        returned are those still queued, to be sent (again: a duplicate message is harmless)."""
+        now = self._clock()
+        items = [self._batch_job_item(tenant_id, batch_id, key_id, line, now) for line in lines]
+        try:
+            if not only_new:
+                for start in range(0, len(items), 25):
+                    pending: dict[str, Any] = {
+                        self._table: [{"PutRequest": {"Item": item}} for item in items[start : start + 25]]
+                    }
+                    for attempt in range(8):
+                        answer = self._client.batch_write_item(RequestItems=pending)
+                        pending = answer.get("UnprocessedItems") or {}
+                        if not pending:
+                            break
+                        time.sleep(min(1.0, 0.05 * 2**attempt))  # throttled: back off, then the rest
+                    if pending:
+                        raise ServiceUnavailable("The job store is throttling; the batch will resume on retry.")
+                return [self._job(item) for item in items]
+            queued = []
+            for item in items:
+                try:
+                    self._client.put_item(
+                        TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+                    )
+                    queued.append(self._job(item))
+                except ClientError as error:
+                    if error_code(error) != "ConditionalCheckFailedException":
+                        raise
+                    existing = self._read(tenant_id, item["job_id"]["S"])
+                    if existing is not None and existing["status"]["S"] == JobStatus.QUEUED:
+                        queued.append(self._job(existing))
+            return queued
+        except ClientError as error:
+            raise _store_error(error) from error
+
+    def batch_jobs(self, batch_id: str) -> Iterator[Job]:
+        """The batch's jobs in line order. The index is eventually consistent, so a job it still shows
+        unfinished is read again from the table (consistently) before it is reported."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "by_batch",
+            "KeyConditionExpression": "gsi3pk = :b",
+            "ExpressionAttributeValues": {":b": {"S": f"B#{batch_id}"}},
+        }
+        while True:
+            try:
+                page = self._client.query(**query)
+            except ClientError as error:
+                raise _store_error(error) from error
+            for item in page.get("Items", []):
+                job = self._job(item, resolve=True)
+                if not job.status.terminal:
+                    fresh = self._read(job.tenant_id, job.id)
+                    if fresh is not None:
+                        job = self._job(fresh, resolve=True)
+                yield job
+            if "LastEvaluatedKey" not in page:
+                return
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def end_marker(self, tenant_id: str, job_id: str) -> dict[str, Any]:
+        """A TransactWriteItem marking a finished batch job as counted on its batch, refused when it
+        already was: committed with the batch's counter, it makes each end count once."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": self._key(tenant_id, job_id),
+                "UpdateExpression": "SET counted_at = :t",
+                "ConditionExpression": "#status IN (:s, :f, :c) AND attribute_not_exists(counted_at)",
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": to_item(
+                    {
+                        ":t": int(self._clock()),
+                        ":s": str(JobStatus.SUCCEEDED),
+                        ":f": str(JobStatus.FAILED),
+                        ":c": str(JobStatus.CANCELLED),
+                    }
+                ),
+            }
+        }
+
+    def mark_replied(self, tenant_id: str, job_id: str) -> bool:
+        """Record that a queued request's reply went out; False when it already had."""
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._key(tenant_id, job_id),
+                UpdateExpression="SET replied_at = :t",
+                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(replied_at)",
+                ExpressionAttributeValues={":t": {"N": str(int(self._clock()))}},
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise _store_error(error) from error
+        return True
+
+    def replied(self, tenant_id: str, job_id: str) -> bool:
+        item = self._read(tenant_id, job_id)
+        return item is not None and "replied_at" in item
 
     # -- reads ---------------------------------------------------------------------------------------
 

@@ -21,6 +21,13 @@ class SqsClient(Protocol):
 
     def send_message(self, **kwargs: Any) -> Any: ...
 
+    def send_message_batch(self, **kwargs: Any) -> Any: ...
+
+
+def _attributes(job: GenerationJob) -> dict[str, Any]:
+    # Lets a consumer route or refuse a contract version without parsing the body.
+    return {"contract": {"DataType": "String", "StringValue": f"GenerationJob/v{job.version}"}}
+
 
 class SqsJobQueue:
     def __init__(self, queue_url: str, *, client: SqsClient | None = None) -> None:
@@ -36,15 +43,37 @@ class SqsJobQueue:
             self._client.send_message(
                 QueueUrl=self._queue_url,
                 MessageBody=job.model_dump_json(exclude_none=True),
-                # Lets a consumer route or refuse a contract version without parsing the body.
-                MessageAttributes={
-                    "contract": {"DataType": "String", "StringValue": f"GenerationJob/v{job.version}"},
-                },
+                MessageAttributes=_attributes(job),
             )
         except (ClientError, BotoCoreError) as error:
             raise ServiceUnavailable(
                 "The jobs queue is unavailable; retry shortly.", code="queue_unavailable"
             ) from error
+
+    def enqueue_many(self, jobs: list[GenerationJob]) -> None:
+        """SendMessageBatch in tens; entries SQS refuses are sent again (three rounds), then it raises."""
+        for start in range(0, len(jobs), 10):
+            pending = {str(i): job for i, job in enumerate(jobs[start : start + 10])}
+            for _ in range(3):
+                entries = [
+                    {
+                        "Id": i,
+                        "MessageBody": job.model_dump_json(exclude_none=True),
+                        "MessageAttributes": _attributes(job),
+                    }
+                    for i, job in pending.items()
+                ]
+                try:
+                    answer = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
+                except (ClientError, BotoCoreError) as error:
+                    raise ServiceUnavailable(
+                        "The jobs queue is unavailable; retry shortly.", code="queue_unavailable"
+                    ) from error
+                pending = {f["Id"]: pending[f["Id"]] for f in answer.get("Failed") or []}
+                if not pending:
+                    break
+            if pending:
+                raise ServiceUnavailable("The jobs queue refused some messages; retry.", code="queue_unavailable")
 
 
 class SqsConsumerClient(Protocol):

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seekless import wiring
 from seekless.api import errors
-from seekless.api.routes import chat, jobs, models, page, sessions, tickets
+from seekless.api.routes import batches, chat, jobs, models, page, sessions, tickets
 from seekless.config import Settings
 from seekless.errors import PayloadTooLarge
 from seekless.telemetry import Telemetry
@@ -94,5 +94,6 @@ def create_app(
     app.include_router(sessions.router)
     app.include_router(tickets.router)
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.include_router(page.router)
     return app

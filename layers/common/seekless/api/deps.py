@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from seekless import wiring
 from seekless.adapters.tickets import RedisTicketStore
 from seekless.api.errors import validation_error
+from seekless.batches import BatchService
 from seekless.chat import ChatService
 from seekless.config import Settings
 from seekless.contracts import ChatCompletionRequest
@@ -62,6 +63,10 @@ async def job_service() -> JobService:
     return wiring.job_service()
 
 
+async def batch_service() -> BatchService:
+    return wiring.batch_service()
+
+
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 Deadline = Annotated[float, Depends(deadline)]
 Chat = Annotated[ChatService, Depends(chat_service)]
@@ -69,6 +74,7 @@ Sessions = Annotated[SessionStore, Depends(session_store)]
 AppSettings = Annotated[Settings, Depends(settings)]
 Tickets = Annotated[RedisTicketStore, Depends(ticket_store)]
 Jobs = Annotated[JobService, Depends(job_service)]
+Batches = Annotated[BatchService, Depends(batch_service)]
 
 
 async def chat_request(request: Request, config: AppSettings) -> ChatCompletionRequest:

@@ -56,6 +56,7 @@ from seekless.errors import Conflict, NotFound, SeeklessError, UpstreamError
 from seekless.jobs import Job, JobConflict, JobStatus, job_error
 from seekless.models import Page, Principal, Session, StoredMessage
 from seekless.ports import ChatModel, JobLeases, JobMessages, QueueMessage, SessionStore
+from seekless.queued import JobEndings
 from seekless.telemetry import NullTelemetry, Telemetry
 from seekless.ws.generator import Connections, Generator, Notifier, RequestLog, StreamingOptions
 
@@ -246,6 +247,7 @@ class Worker:
         owner: str | None = None,
         on_alive: Callable[[], None] | None = None,
         alive_interval: float = 5.0,
+        endings: JobEndings | None = None,
     ) -> None:
         self.config = config
         self.owner = owner or default_owner()
@@ -258,6 +260,7 @@ class Worker:
         self._telemetry = telemetry or NullTelemetry()
         self._on_alive = on_alive
         self._alive_interval = alive_interval
+        self._endings = endings
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         # Every running job's (status, lease owner), refreshed for all of them by one batched read per
@@ -425,6 +428,8 @@ class Worker:
             logger.exception("job %s could not be handled (receive %d)", job.job_id, message.receive_count)
             if message.receive_count >= self.config.max_receive_count:
                 await self._give_up(job.tenant_id, job.job_id, f"The job could not be run: {type(error).__name__}.")
+                with contextlib.suppress(Exception):
+                    await self._ended(job)  # its batch still counts it; its requester still hears
 
     async def _poison(self, message: QueueMessage, error: ValidationError) -> None:
         """Never deleted: left for redelivery, and after the last receive SQS moves it to the DLQ."""
@@ -455,7 +460,18 @@ class Worker:
                 logger.exception("could not mark job %s failed", job_id)
                 return
 
+    async def _ended(self, job: GenerationJob) -> None:
+        """The job is finished: count it on its batch, reply to its requester (before the message goes)."""
+        if self._endings is not None:
+            await asyncio.to_thread(self._endings, job)
+
     async def _run(self, job: GenerationJob, message: QueueMessage) -> None:
+        if self._endings is not None and await asyncio.to_thread(self._endings.should_cancel, job):
+            with contextlib.suppress(JobConflict, NotFound):
+                await asyncio.to_thread(self._jobs.cancel, job.tenant_id, job.job_id)
+            await self._ended(job)
+            await self._delete(message)
+            return
         record = await self._claim(job, message)
         if record is None:
             return
@@ -474,6 +490,7 @@ class Worker:
             logger.warning("job %s: lease lost to another worker; leaving it to that worker", job.job_id)
             return
         if state.cancelled:
+            await self._ended(job)
             await self._delete(message)
             return
         try:
@@ -481,6 +498,7 @@ class Worker:
         except _ClientCancelled:
             with contextlib.suppress(JobConflict):
                 await asyncio.to_thread(self._jobs.cancel, job.tenant_id, job.job_id)
+            await self._ended(job)
             await self._delete(message)
             return
         except SeeklessError as error:
@@ -515,6 +533,8 @@ class Worker:
                 if current is None or current.status.terminal:
                     if current is not None and current.status is JobStatus.SUCCEEDED and current.session_id:
                         await self._complete_session_append(job)
+                    if current is not None:
+                        await self._ended(job)
                     logger.info("job %s is already %s; dropping a redelivery", job.job_id, current and current.status)
                     await self._delete(message)
                     return None
@@ -692,11 +712,13 @@ class Worker:
             )
         except JobConflict as conflict:
             if conflict.code == "job_finished":
+                await self._ended(job)
                 await self._delete(message)  # cancelled at the last moment: the cancel stands
             return  # else: lease lost, the new holder finishes the job
         self._telemetry.count("JobsSucceeded")
         if job.session_id:
             await self._append_session(job, [*prepared.new_messages, result.message()])
+        await self._ended(job)
         await self._delete(message)
 
     async def _fail(self, job: GenerationJob, message: QueueMessage, error: SeeklessError) -> None:
@@ -713,6 +735,7 @@ class Worker:
             if conflict.code != "job_finished":
                 return
         self._telemetry.count("JobsFailed")
+        await self._ended(job)
         await self._delete(message)
 
     async def _append_session(self, job: GenerationJob, messages: list[dict[str, Any]]) -> None:
