@@ -382,3 +382,16 @@ def test_a_file_that_is_not_jsonl_at_all_fails_with_every_line_in_the_errors_fil
     tag = env.s3.put_object(Bucket=BUCKET, Key=key, Body=binary)["ETag"]
     blob = env.service.ingest(BatchSource(bucket=BUCKET, key=key, tag=tag))
     assert blob is not None and [r["error"]["code"] for r in env.read(blob.error_key)] == ["line_too_large"]
+
+
+def test_a_queued_request_for_a_session_that_cannot_be_used_is_answered_with_the_error(
+    env: Env, worker: WorkerThread
+) -> None:
+    job = env.requests.submit(_message({"queue_url": env.replies_url}, session_id="sess_missing"), uuid.uuid4().hex)
+
+    def reply() -> list[dict[str, Any]]:
+        got = env.sqs.receive_message(QueueUrl=env.replies_url, WaitTimeSeconds=1).get("Messages", [])
+        return [json.loads(m["Body"]) for m in got]
+
+    (answer,) = wait_for(reply, timeout=30, what="the error reply")
+    assert answer["id"] == job.id and answer["status"] == "failed" and answer["error"]["message"]

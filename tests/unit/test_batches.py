@@ -133,3 +133,16 @@ def test_a_v1_job_message_still_parses_as_the_v2_contract() -> None:
     body = load_event("sqs/job_message")["Records"][0]["body"]
     job = GenerationJob.model_validate_json(body)
     assert job.version == 1 and job.batch_id is None and job.reply_to is None
+
+
+def test_a_tenant_segment_that_could_forge_a_key_names_no_tenant() -> None:
+    assert BatchSource(bucket="b", key="batches/input/acme-1/x.jsonl", tag="1").tenant_id == "acme-1"
+    assert BatchSource(bucket="b", key="batches/input/a#B#x/x.jsonl", tag="1").tenant_id is None
+    with pytest.raises(ValidationError):
+        RequestMessage.model_validate(
+            {
+                "tenant_id": "a#J#b",
+                "request": {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                "reply_to": {"s3_prefix": "s3://bucket/replies/"},
+            }
+        )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import secrets
 import tempfile
 import time
@@ -59,6 +60,7 @@ CUSTOM_ID_MAX = 512
 INGEST_CHUNK = 100  # valid lines written (and checkpointed) together
 UPLOAD_URL_SECONDS = 3_600
 FINALIZE_LEASE_SECONDS = 300.0
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 class BatchStatus(StrEnum):
@@ -160,8 +162,12 @@ class BatchSource:
 
     @property
     def tenant_id(self) -> str | None:
+        """The first path segment under batches/input/, when it is a plausible tenant id (it becomes part
+        of every key the batch writes, so nothing that could forge another key's shape gets through)."""
         parts = self.key.removeprefix(INPUT_PREFIX).split("/")
-        return parts[0] if self.key.startswith(INPUT_PREFIX) and len(parts) >= 2 and parts[0] else None
+        if not self.key.startswith(INPUT_PREFIX) or len(parts) < 2:
+            return None
+        return parts[0] if TENANT_PATTERN.fullmatch(parts[0]) else None
 
     def batch_id(self) -> str:
         """The id reserved by ``POST /v1/batches/uploads`` when the name is one, else one derived from the

@@ -308,8 +308,8 @@ class RequestMessage(BaseModel):
 
     version: Literal[1, 2] = 2
     job_id: Annotated[str, Field(pattern=JOB_ID_PATTERN)] | None = None
-    tenant_id: Annotated[str, Field(min_length=1, max_length=128)]
-    key_id: Annotated[str, Field(min_length=1, max_length=128)] = "sqs"
+    tenant_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
+    key_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] = "sqs"
     request: ChatCompletionRequest
     session_id: str | None = None
     reply_to: ReplyTo

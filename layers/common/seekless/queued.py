@@ -113,9 +113,10 @@ class QueuedRequests:
         never run: the caller replies with the error instead of retrying."""
         self._policy.check(message.reply_to)
         principal = Principal(tenant_id=message.tenant_id, key_id=message.key_id)
-        self._chat.prepare(
-            message.request, principal, headers={}, deadline=time.monotonic() + 60, session_id=message.session_id
-        )
+        # Checked as the chat route checks it; the session's existence is the worker's to find (a
+        # missing one fails the job, and the reply says so).
+        unsessioned = message.request.model_copy(update={"session_id": None})
+        self._chat.prepare(unsessioned, principal, headers={}, deadline=time.monotonic() + 60)
         job, created = self._jobs.create(
             message.tenant_id,
             key_id=message.key_id,
