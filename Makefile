@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST := $(BIN)/pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test check lint typecheck format unit integration contract template browser browser-deps bench clean
+.PHONY: help venv dev test check lint typecheck format unit integration contract e2e template browser browser-deps bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ integration: $(STAMP) ## moto, a real Redis on a free port, the emulator over a 
 
 contract: $(STAMP) ## the openai SDK against the running local stack
 	$(PYTEST) -q tests/contract
+
+e2e: $(STAMP) ## the whole local stack (worker, event sources) through the CLI, S3 and SQS
+	$(PYTEST) -q tests/e2e
 
 template: $(STAMP) ## cfn-lint and the SAM translator on template.yaml
 	$(PYTEST) -q tests/template

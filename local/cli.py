@@ -44,6 +44,18 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _invoke(args: argparse.Namespace) -> int:
+    from seekless_local.invoke import run
+
+    return run(args.function, args.event)
+
+
+def _events(args: argparse.Namespace) -> int:
+    from seekless_local.invoke import list_events
+
+    return list_events(args.function)
+
+
 def _keys_create(args: argparse.Namespace) -> int:
     import json
 
@@ -76,6 +88,20 @@ def main(argv: list[str] | None = None) -> int:
     emulate = commands.add_parser("emulator", help="run the DeepSeek emulator on its own", add_help=False)
     emulate.add_argument("rest", nargs=argparse.REMAINDER)
     emulate.set_defaults(run=_emulator)
+    invoke = commands.add_parser(
+        "invoke",
+        help="run one function of template.yaml in-process, as `sam local invoke` does",
+        description="Invoke a function against the running `seekless dev` stack, else against services started "
+        "for the call. The result is printed as JSON on stdout; logs go to stderr.",
+    )
+    invoke.add_argument("function", help="the function's logical id, e.g. RestApiFunction")
+    invoke.add_argument(
+        "--event", "-e", default=None, help="a JSON file, a name under events/ (rest/get_healthz), or - for stdin"
+    )
+    invoke.set_defaults(run=_invoke)
+    events = commands.add_parser("events", help="list the sample events under events/ for each function")
+    events.add_argument("function", nargs="?", default=None, help="only this function's events")
+    events.set_defaults(run=_events)
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create an API key for a tenant and print it once")
     create.add_argument("--tenant", required=True)
@@ -85,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--endpoint-url", default=None, help="e.g. the local stack's moto URL")
     create.add_argument("--json", action="store_true", help="print a JSON object")
     create.set_defaults(run=_keys_create)
+    from seekless_local import client_cli
+
+    client_cli.register(commands)  # chat, batch: the user-facing clients (docs/CLI.md)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

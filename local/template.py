@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,78 @@ def create_buckets(
     return created
 
 
+def queue_arns(sqs_client: Any, urls: Mapping[str, str]) -> dict[str, str]:
+    """Logical id → queue ARN for queues created by ``create_queues`` (what ``!GetAtt Queue.Arn`` gives)."""
+    return {
+        logical_id: sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        for logical_id, url in urls.items()
+    }
+
+
+def bucket_queue_notifications(
+    template: Mapping[str, Any] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Bucket logical id → its NotificationConfiguration.QueueConfigurations, each resolved to
+    ``{"Queue": <queue logical id>, "Events": [...], "Rules": [{"Name", "Value"}...]}``.
+
+    A queue that is not a queue of this template, or Lambda/Topic configurations (nothing local
+    delivers those), raise ValueError rather than being skipped: a notification that silently never
+    fires is the bug this reader exists to avoid.
+    """
+    template = load_template() if template is None else template
+    resources = template.get("Resources", {})
+    found: dict[str, list[dict[str, Any]]] = {}
+    for logical_id, resource in _resources(template, BUCKET_TYPE).items():
+        config = resource.get("Properties", {}).get("NotificationConfiguration") or {}
+        unsupported = sorted(set(config) - {"QueueConfigurations"})
+        if unsupported:
+            raise ValueError(f"{logical_id}: NotificationConfiguration {unsupported} cannot be delivered locally")
+        for entry in config.get("QueueConfigurations") or []:
+            targets = [
+                name for name in references(entry.get("Queue")) if resources.get(name, {}).get("Type") == QUEUE_TYPE
+            ]
+            if len(targets) != 1:
+                raise ValueError(f"{logical_id}: a QueueConfiguration must name one queue of this template")
+            event = entry.get("Event")
+            if not isinstance(event, str):
+                raise ValueError(f"{logical_id}: a QueueConfiguration needs one Event")
+            rules = (entry.get("Filter") or {}).get("S3Key", {}).get("Rules") or []
+            found.setdefault(logical_id, []).append(
+                {
+                    "Queue": targets[0],
+                    "Events": [event],
+                    "Rules": [{"Name": r["Name"], "Value": r["Value"]} for r in rules],
+                }
+            )
+    return found
+
+
+def configure_bucket_notifications(
+    s3_client: Any,
+    buckets: Mapping[str, str],
+    arns: Mapping[str, str],
+    template: Mapping[str, Any] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Apply each bucket's QueueConfigurations, as CloudFormation does once the queues exist.
+
+    ``buckets`` and ``arns`` are ``create_buckets`` and ``queue_arns`` results. Like S3, moto then
+    sends each queue an ``s3:TestEvent`` message; a consumer must tolerate it. Returns what was
+    applied, keyed by bucket logical id.
+    """
+    applied = bucket_queue_notifications(template)
+    for logical_id, entries in applied.items():
+        configurations = []
+        for entry in entries:
+            configuration: dict[str, Any] = {"QueueArn": arns[entry["Queue"]], "Events": entry["Events"]}
+            if entry["Rules"]:
+                configuration["Filter"] = {"Key": {"FilterRules": entry["Rules"]}}
+            configurations.append(configuration)
+        s3_client.put_bucket_notification_configuration(
+            Bucket=buckets[logical_id], NotificationConfiguration={"QueueConfigurations": configurations}
+        )
+    return applied
+
+
 # ---------------------------------------------------------------- functions
 
 
@@ -337,6 +410,70 @@ def function_specs(
             events=dict(props.get("Events", {})),
         )
     return specs
+
+
+EVENT_SOURCE_MAPPING_TYPE = "AWS::Lambda::EventSourceMapping"
+
+
+@dataclass(frozen=True)
+class SqsEventSource:
+    """One SQS → function mapping: how Lambda's event source mapping is configured."""
+
+    function: str  # logical id
+    event: str  # the event's name under the function's Events, or the mapping resource's logical id
+    queue: str  # the queue's logical id
+    batch_size: int = 10  # Lambda's default for SQS
+    batching_window_seconds: float = 0.0
+    report_batch_item_failures: bool = False
+    enabled: bool = True
+
+
+def _sqs_source(
+    template: Mapping[str, Any], function: str, name: str, queue_value: Any, props: Mapping[str, Any]
+) -> SqsEventSource:
+    resources = template.get("Resources", {})
+    queues = [q for q in references(queue_value) if resources.get(q, {}).get("Type") == QUEUE_TYPE]
+    if len(queues) != 1:
+        raise ValueError(f"{name}: the event source must name one queue of this template")
+    if props.get("FilterCriteria"):
+        raise ValueError(f"{name}: FilterCriteria is not supported by the local event source")
+    return SqsEventSource(
+        function=function,
+        event=name,
+        queue=queues[0],
+        batch_size=int(props.get("BatchSize", 10)),
+        batching_window_seconds=float(props.get("MaximumBatchingWindowInSeconds", 0)),
+        report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
+        enabled=props.get("Enabled", True) not in (False, "false", "False"),
+    )
+
+
+def sqs_event_sources(template: Mapping[str, Any] | None = None) -> list[SqsEventSource]:
+    """Every SQS → function mapping of the template, both spellings: a function's ``Events`` entry of
+    ``Type: SQS`` (SAM), and an ``AWS::Lambda::EventSourceMapping`` whose EventSourceArn is a queue's.
+
+    The queue and the function must be this template's; FilterCriteria is refused, since nothing local
+    would apply it and records it should drop would reach the function.
+    """
+    template = load_template() if template is None else template
+    resources = template.get("Resources", {})
+    sources: list[SqsEventSource] = []
+    for logical_id, resource in _resources(template, FUNCTION_TYPE).items():
+        for name, event in (resource.get("Properties", {}).get("Events") or {}).items():
+            if event.get("Type") == "SQS":
+                props = event.get("Properties", {})
+                sources.append(_sqs_source(template, logical_id, f"{logical_id}.{name}", props.get("Queue"), props))
+    for logical_id, resource in _resources(template, EVENT_SOURCE_MAPPING_TYPE).items():
+        props = resource.get("Properties", {})
+        if not any(resources.get(q, {}).get("Type") == QUEUE_TYPE for q in references(props.get("EventSourceArn"))):
+            continue  # a stream or another source: not an SQS mapping
+        functions = [
+            f for f in references(props.get("FunctionName")) if resources.get(f, {}).get("Type") == FUNCTION_TYPE
+        ]
+        if len(functions) != 1:
+            raise ValueError(f"{logical_id}: FunctionName must name one function of this template")
+        sources.append(_sqs_source(template, functions[0], logical_id, props.get("EventSourceArn"), props))
+    return sources
 
 
 def _resolve(value: Any, refs: Mapping[str, str]) -> str | None:
@@ -407,6 +544,17 @@ def load_handler(spec: FunctionSpec, *, fresh: bool = False) -> Callable[..., An
     # The file's path is part of the name: two templates may use one logical id for different code.
     digest = hashlib.sha256(str(spec.module_path.resolve()).encode()).hexdigest()[:12]
     module_name = f"_seekless_function_{spec.logical_id.lower()}_{digest}"
+    # One import at a time: two threads loading the same function (a poller and a caller, two
+    # gateways) would otherwise each execute the module and hold handlers of different module objects,
+    # and sys.path is shared.
+    with _LOAD_LOCK:
+        return _load_handler(spec, module_name, fresh=fresh)
+
+
+_LOAD_LOCK = threading.RLock()
+
+
+def _load_handler(spec: FunctionSpec, module_name: str, *, fresh: bool) -> Callable[..., Any]:
     module = None if fresh else sys.modules.get(module_name)
     if module is None:
         import_spec = importlib.util.spec_from_file_location(module_name, spec.module_path)

@@ -1,7 +1,9 @@
-"""`make dev` as a user runs it: the command prints its URLs and key, serves, and Ctrl-C stops it all."""
+"""`make dev` as a user runs it: the command prints its URLs and key, serves, says where it is in its state
+file (for `seekless invoke`), and Ctrl-C stops it all and removes that file."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -33,9 +36,11 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_dev_serves_then_ctrl_c_stops_every_process_it_started() -> None:
+def test_dev_serves_then_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DEEPSEEK_API_KEY", "AWS_ENDPOINT_URL")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["SEEKLESS_STATE_DIR"] = str(tmp_path)  # not the repository's .seekless/, which a developer may be using
+    state_file = tmp_path / "local-stack.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "seekless_local.cli", "dev", "--port", "0", "--ws-port", "0"],
         stdout=subprocess.PIPE,
@@ -61,10 +66,15 @@ def test_dev_serves_then_ctrl_c_stops_every_process_it_started() -> None:
         assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
         ports = [int(rest.group(2)), int(ws.group(1)), int(moto.group(1)), int(redis.group(1))]
         assert all(port_open(p) for p in ports)
+        assert "SQS trigger  RequestsFunction ← seekless-requests" in output
+        state = json.loads(state_file.read_text())
+        assert state["pid"] == process.pid and state["moto_url"] == f"http://127.0.0.1:{moto.group(1)}"
+        assert state["rest_url"] == rest.group(1)
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert not any(port_open(p) for p in ports)
+        assert not state_file.exists()
     finally:
         if process.poll() is None:
             process.kill()
