@@ -81,6 +81,17 @@ def test_submit_wait_downloads_results_and_errors_with_every_line_in_one_of_them
         "invalid_request",
     }
 
+    # The other batch commands see the same batch.
+    assert client_cli.main(["batch", "status", batch_id, "--json", *options(stack)]) == 0
+    assert json.loads(capsys.readouterr().out)["request_counts"] == {"total": GOOD + 4, "completed": GOOD, "failed": 4}
+    assert client_cli.main(["batch", "list", "--json", *options(stack)]) == 0
+    assert batch_id in {b["id"] for b in json.loads(capsys.readouterr().out)["data"]}
+    again = tmp_path / "again"
+    assert client_cli.main(["batch", "download", batch_id, "--out", str(again), *options(stack)]) == 0
+    capsys.readouterr()
+    assert (again / f"{batch_id}.output.jsonl").read_bytes() == outputs[0].read_bytes()
+    assert (again / f"{batch_id}.errors.jsonl").read_bytes() == errors[0].read_bytes()
+
 
 def test_a_file_dropped_into_the_bucket_runs_and_shows_in_the_listing(stack: LocalStack, tmp_path: Path) -> None:
     s3 = boto3.client("s3", endpoint_url=stack.moto_url, region_name="us-east-1")
