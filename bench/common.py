@@ -321,6 +321,36 @@ def handler_environment(*, moto_url: str, redis_url: str, deepseek_url: str) -> 
     return env
 
 
+def parse_vm_hwm(status: str) -> int | None:
+    """The ``VmHWM`` line of /proc/PID/status (the peak resident set of this process image) in KiB.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux folds the peak of the image an exec replaced into
+    it, so a child started by ``subprocess`` (vfork, then exec) reports its parent's peak when that is
+    the larger. None when the line is missing (not Linux).
+    """
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name == "VmHWM":
+            number, _, unit = value.strip().partition(" ")
+            if unit.strip() != "kB":
+                raise ValueError(f"VmHWM in an unknown unit: {line!r}")
+            return int(number)
+    return None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set in MiB (VmHWM; ``ru_maxrss`` where /proc is missing)."""
+    try:
+        kib = parse_vm_hwm(Path("/proc/self/status").read_text(encoding="ascii", errors="replace"))
+    except OSError:
+        kib = None
+    if kib is None:
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024
+
+
 def python_command(module: str, *args: str) -> str:
     return " ".join([".venv/bin/python", "-m", module, *args])
 

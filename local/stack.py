@@ -229,20 +229,31 @@ class StackConfig:
 
 
 class MotoServer:
-    """moto's server mode in a child process: every AWS API on one local endpoint (see moto_server)."""
+    """moto's server mode in a child process: every AWS API on one local endpoint (see moto_server).
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    ``stock_sqs`` leaves moto's SQS sends unpatched, each one scanning the whole queue (``--stock-sqs``:
+    only to measure that cost, as bench/batch_split.py does).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, stock_sqs: bool = False) -> None:
         self.host = host
         self.port = port or free_port()
+        self.stock_sqs = stock_sqs
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
     def __enter__(self) -> MotoServer:
+        flags = ["--stock-sqs"] if self.stock_sqs else []
         self._process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "seekless_local.moto_server", self.host, str(self.port)],
+            [sys.executable, "-m", "seekless_local.moto_server", self.host, str(self.port), *flags],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

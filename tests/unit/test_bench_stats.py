@@ -15,6 +15,7 @@ from bench.common import (
     cpu_model,
     interleave,
     markdown_table,
+    parse_vm_hwm,
     percentile,
     ratio,
     schedule,
@@ -167,3 +168,11 @@ def test_top_self_takes_medians_across_runs() -> None:
     runs = [parse_importtime(IMPORTTIME, "app"), parse_importtime(IMPORTTIME.replace("2000 |", "4000 |"), "app")]
     top = top_self(runs, count=2)
     assert top == [("app", 3.0), ("fastapi", 1.0)]
+
+
+def test_parse_vm_hwm_reads_the_peak_resident_set_in_kib() -> None:
+    status = "Name:\tpython\nVmPeak:\t  500000 kB\nVmHWM:\t   13616 kB\nVmRSS:\t   12000 kB\n"
+    assert parse_vm_hwm(status) == 13616
+    assert parse_vm_hwm("Name:\tpython\n") is None
+    with pytest.raises(ValueError):
+        parse_vm_hwm("VmHWM:\t 12 MB\n")
