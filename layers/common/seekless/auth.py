@@ -56,7 +56,7 @@ class Authenticator:
         else:
             record = self._keys.lookup(digest)
             principal = (
-                Principal(tenant_id=record.tenant_id, key_id=record.key_id)
+                Principal(tenant_id=record.tenant_id, key_id=record.key_id, limits=record.limits)
                 if record is not None and record.status == "active"
                 else None
             )

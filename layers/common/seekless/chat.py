@@ -29,6 +29,7 @@ from seekless.contracts import (
     Usage,
 )
 from seekless.errors import InvalidRequest, NotFound, SeeklessError, UpstreamError
+from seekless.limits import RateLimiter, Reservation, reservation_tokens
 from seekless.models import Principal
 from seekless.ports import ChatModel, ResponseCache, SessionStore
 from seekless.telemetry import NullTelemetry, Telemetry
@@ -92,8 +93,10 @@ class ChatService:
         sessions: SessionStore | None,
         telemetry: Telemetry | None = None,
         clock: Any = time.monotonic,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._settings = settings
+        self._limiter = limiter
         self._model = model
         self._cache = cache
         self._sessions = sessions
@@ -181,24 +184,44 @@ class ChatService:
 
     async def complete(self, chat: PreparedChat) -> ChatAnswer:
         started = self._clock()
-        cached, lease = await self._lookup(chat)
-        if cached is not None:
-            await self._store(chat, cached, cache_it=False)
-            self._finish(chat, cached, "hit", started)
-            return ChatAnswer(result=_as_model(cached, chat.model_name), cache="hit")
+        reservation = await self._reserve(chat)
+        used = 0
         try:
-            result = await self._generate(chat)
-            await self._store(chat, result, cache_it=True, lease=lease)
-            lease = None  # stored together with the answer
-        except SeeklessError as error:
-            self._count_error(error)
-            raise
+            cached, lease = await self._lookup(chat)
+            if cached is not None:
+                await self._store(chat, cached, cache_it=False)
+                self._finish(chat, cached, "hit", started)
+                return ChatAnswer(result=_as_model(cached, chat.model_name), cache="hit")
+            try:
+                result = await self._generate(chat)
+                used = result.usage.total_tokens
+                await self._store(chat, result, cache_it=True, lease=lease)
+                lease = None  # stored together with the answer
+            except SeeklessError as error:
+                self._count_error(error)
+                raise
+            finally:
+                if lease is not None and self._cache is not None:
+                    await self._cache.release(chat.cache_key, lease)
         finally:
-            if lease is not None and self._cache is not None:
-                await self._cache.release(chat.cache_key, lease)
+            await self._settle(reservation, used)
         label = "bypass" if chat.cache_mode is CacheMode.BYPASS else "miss"
         self._finish(chat, result, label, started)
         return ChatAnswer(result=_as_model(result, chat.model_name), cache=label)
+
+    async def _reserve(self, chat: PreparedChat) -> Reservation | None:
+        """Admit the request under its key's per-minute limits, or raise before anything goes upstream."""
+        if self._limiter is None:
+            return None
+        try:
+            return await self._limiter.admit(chat.principal, tokens=reservation_tokens(chat.body))
+        except SeeklessError as error:
+            self._count_error(error)
+            raise
+
+    async def _settle(self, reservation: Reservation | None, used: int) -> None:
+        if reservation is not None and self._limiter is not None:
+            await self._limiter.settle(reservation, used=used)
 
     async def _generate(self, chat: PreparedChat) -> ChatResult:
         wants_json = chat.body.get("response_format", {}).get("type") == "json_object"
@@ -215,8 +238,14 @@ class ChatService:
     async def stream(self, chat: PreparedChat) -> ChatStream:
         """Start a stream. Errors before the first event raise here, so they can still set a status."""
         started = self._clock()
-        cached, lease = await self._lookup(chat)
+        reservation = await self._reserve(chat)
+        try:
+            cached, lease = await self._lookup(chat)
+        except BaseException:
+            await self._settle(reservation, 0)
+            raise
         if cached is not None:
+            await self._settle(reservation, 0)
             await self._store(chat, cached, cache_it=False)
             self._finish(chat, cached, "hit", started)
             result = _as_model(cached, chat.model_name)
@@ -229,6 +258,7 @@ class ChatService:
             first = await anext(upstream)
         except BaseException as error:
             await _aclose(upstream)
+            await self._settle(reservation, 0)
             if lease is not None and self._cache is not None:
                 await self._cache.release(chat.cache_key, lease)
             if isinstance(error, SeeklessError):
@@ -238,7 +268,7 @@ class ChatService:
             raise
         self._telemetry.milliseconds("TimeToFirstToken", (self._clock() - started) * 1000)
         stream_id = "chatcmpl-" + secrets.token_hex(12)
-        events = self._relay(chat, stream_id, first, upstream, lease, label, started)
+        events = self._relay(chat, stream_id, first, upstream, lease, label, started, reservation)
         return ChatStream(events=events, cache=label, created=int(time.time()), id=stream_id, model=chat.model_name)
 
     async def _relay(
@@ -250,8 +280,10 @@ class ChatService:
         lease: str | None,
         label: str,
         started: float,
+        reservation: Reservation | None = None,
     ) -> AsyncIterator[StreamEvent]:
         builder = ResultBuilder()
+        used = 0
         try:
             event: StreamEvent | None = first
             while event is not None:
@@ -262,6 +294,7 @@ class ChatService:
                         finish_reason=event.finish_reason,
                         usage=event.usage,
                     )
+                    used = result.usage.total_tokens
                     await self._store(chat, result, cache_it=True, lease=lease)
                     lease = None  # stored together with the answer
                     self._finish(chat, result, label, started)
@@ -281,6 +314,7 @@ class ChatService:
             raise
         finally:
             await _aclose(upstream)
+            await self._settle(reservation, used)
             if lease is not None and self._cache is not None:
                 await self._cache.release(chat.cache_key, lease)
 

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     redis_cluster: bool = False  # ElastiCache Serverless: true (cluster mode, hence hash tags in keys)
     redis_timeout_seconds: float = 0.25
     cache_ttl_seconds: int = 3_600
+    # Per-key requests/tokens per minute live in Redis. When Redis cannot be reached: "open" admits (and
+    # counts RateLimiterErrors), "closed" refuses with 503. Open by default: an outage of the limiter
+    # should not become an outage of the API; DeepSeek's own account limits still apply.
+    rate_limit_on_error: Literal["open", "closed"] = "open"
 
     # DynamoDB
     sessions_table: str = "seekless-sessions"

@@ -10,11 +10,29 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
+class KeyLimits:
+    """What one API key may spend. None means unlimited."""
+
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute (prompt estimate + max_tokens reserved, then reconciled)
+    daily_tokens: int | None = None
+    monthly_tokens: int | None = None
+
+    @property
+    def per_minute(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
+
+
+UNLIMITED = KeyLimits()
+
+
+@dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the tenant an API key belongs to."""
+    """Who is calling: the tenant an API key belongs to, and that key's limits."""
 
     tenant_id: str
     key_id: str
+    limits: KeyLimits = UNLIMITED
 
     @property
     def upstream_user_id(self) -> str:
@@ -28,6 +46,9 @@ class ApiKeyRecord:
     tenant_id: str
     status: str = "active"
     expires_at: int | None = None
+    limits: KeyLimits = UNLIMITED
+    name: str | None = None
+    created_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from seekless.adapters.dynamodb import DynamoKeyStore, DynamoSessionStore
     from seekless.adapters.invoker import LambdaInvoker
     from seekless.adapters.jobs import DynamoJobStore
+    from seekless.adapters.limits import RedisRateLimiter
     from seekless.adapters.redis_cache import RedisResponseCache
     from seekless.adapters.replies import AwsReplies
     from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
@@ -151,7 +152,19 @@ def chat_service() -> ChatService:
         cache=response_cache(),
         sessions=session_store(),
         telemetry=telemetry(),
+        limiter=rate_limiter(),
     )
+
+
+@per_environment
+def rate_limiter() -> RedisRateLimiter | None:
+    """Per-key limits, when Redis is configured (without it nothing is enforced: say so in the config)."""
+    client = redis()
+    if client is None:
+        return None
+    from seekless.adapters.limits import RedisRateLimiter
+
+    return RedisRateLimiter(client, on_error=settings().rate_limit_on_error, telemetry=telemetry())
 
 
 @per_environment
