@@ -56,25 +56,6 @@ def _events(args: argparse.Namespace) -> int:
     return list_events(args.function)
 
 
-def _keys_create(args: argparse.Namespace) -> int:
-    import json
-
-    import boto3
-
-    from seekless.adapters.dynamodb import DynamoKeyStore
-    from seekless.auth import hash_key, new_key
-
-    client = boto3.client("dynamodb", region_name=args.region, endpoint_url=args.endpoint_url)
-    key = new_key()
-    key_id = "key_" + hash_key(key)[:12]
-    DynamoKeyStore(args.table, client=client).put(hash_key(key), tenant_id=args.tenant, key_id=key_id, name=args.name)
-    if args.json:
-        print(json.dumps({"key": key, "key_id": key_id, "tenant": args.tenant}))
-    else:
-        print(f"API key for tenant {args.tenant!r} (shown once; only its hash is stored):\n{key}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seekless", description="seekless developer tooling")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,17 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     events = commands.add_parser("events", help="list the sample events under events/ for each function")
     events.add_argument("function", nargs="?", default=None, help="only this function's events")
     events.set_defaults(run=_events)
-    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
-    create = keys.add_parser("create", help="create an API key for a tenant and print it once")
-    create.add_argument("--tenant", required=True)
-    create.add_argument("--name", default=None, help="a label for the key")
-    create.add_argument("--table", required=True, help="the ApiKeysTableName output of the stack")
-    create.add_argument("--region", default=None)
-    create.add_argument("--endpoint-url", default=None, help="e.g. the local stack's moto URL")
-    create.add_argument("--json", action="store_true", help="print a JSON object")
-    create.set_defaults(run=_keys_create)
-    from seekless_local import client_cli
+    from seekless_local import client_cli, keys_cli
 
+    keys_cli.register(commands)  # keys create/list/revoke/rotate: the operator's commands (docs/CLI.md)
     client_cli.register(commands)  # chat, batch: the user-facing clients (docs/CLI.md)
     args = parser.parse_args(argv)
     return int(args.run(args))

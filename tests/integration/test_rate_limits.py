@@ -18,9 +18,9 @@ from seekless.adapters.limits import RedisRateLimiter
 from seekless.chat import ChatService
 from seekless.config import Settings
 from seekless.contracts import ChatCompletionRequest
-from seekless.errors import InvalidRequest, RateLimited, ServiceUnavailable
-from seekless.limits import Reservation
-from seekless.models import KeyLimits, Principal
+from seekless.errors import InvalidRequest, NotFound, RateLimited, ServiceUnavailable
+from seekless.limits import LimitsByKeyId, Reservation
+from seekless.models import ApiKeyRecord, KeyLimits, Principal
 from seekless.telemetry import RecordingTelemetry
 from seekless_local.emulator import EmulatorServer
 from seekless_local.redis_server import RedisServer, free_port
@@ -135,3 +135,47 @@ async def test_over_the_limit_makes_no_upstream_call(clients: list[Redis], emula
     finally:
         await model.aclose()
     assert emulator.stats()["calls"] == 2
+
+
+class Keys:
+    """Key records by id, as `DynamoKeyStore.get` answers them; counts reads to show the cache."""
+
+    def __init__(self, **limits: KeyLimits) -> None:
+        self.limits = limits
+        self.reads = 0
+
+    def get(self, key_id: str) -> ApiKeyRecord:
+        self.reads += 1
+        if key_id not in self.limits:
+            raise NotFound(f"No API key with id '{key_id}'.")
+        return ApiKeyRecord(key_id=key_id, tenant_id="acme", limits=self.limits[key_id])
+
+
+async def test_a_job_principal_without_limits_gets_its_keys_limits_by_id(
+    clients: list[Redis], emulator: EmulatorServer
+) -> None:
+    emulator.reset(settings=True)
+    settings = Settings(deepseek_base_url=emulator.base_url, deepseek_api_key="sk-emulator-test", retry_attempts=1)
+    model = DeepSeekClient.from_settings(settings, api_key=lambda _refresh: "sk-emulator-test")
+    key_id = f"key_job_{time.monotonic_ns()}"
+    keys = Keys(**{key_id: KeyLimits(rpm=1)})
+    chat = ChatService(
+        settings=settings,
+        model=model,
+        cache=None,
+        sessions=None,
+        limiter=RedisRateLimiter(clients[0]),
+        limits_for=LimitsByKeyId(keys),
+    )
+    rebuilt = Principal(tenant_id="acme", key_id=key_id)  # as the worker and the generator build it
+    request = ChatCompletionRequest.model_validate(
+        {"model": "deepseek-flash", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+    )
+    try:
+        await chat.complete(chat.prepare(request, rebuilt, headers={}, deadline=time.monotonic() + 10))
+        with pytest.raises(RateLimited):
+            await chat.complete(chat.prepare(request, rebuilt, headers={}, deadline=time.monotonic() + 10))
+    finally:
+        await model.aclose()
+    assert emulator.stats()["calls"] == 1 and keys.reads == 1  # the second lookup came from the cache
+    assert LimitsByKeyId(keys)("key_gone") == KeyLimits()  # a deleted key's queued work runs unlimited

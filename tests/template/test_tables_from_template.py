@@ -65,11 +65,34 @@ def test_sessions_table_has_the_templates_keys_and_tenant_index(dynamodb: Any) -
     assert attributes == {"pk": "S", "sk": "S", "gsi1pk": "S", "gsi1sk": "S"}
 
 
-def test_api_keys_table_is_keyed_by_key_hash(dynamodb: Any) -> None:
+def test_api_keys_table_is_keyed_by_key_hash_with_one_tenant_index(dynamodb: Any) -> None:
     names = create_tables(dynamodb)
     table = dynamodb.describe_table(TableName=names["ApiKeysTable"])["Table"]
     assert _key_schema(table) == {"key_hash": "HASH"}
-    assert not table.get("GlobalSecondaryIndexes")
+    # One index only: CloudFormation adds at most one GSI to a table per stack update.
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "by_tenant"
+    assert _key_schema(index) == {"tenant_id": "HASH", "created_at": "RANGE"}
+    assert index["Projection"]["ProjectionType"] == "ALL"
+    attributes = {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]}
+    assert attributes == {"key_hash": "S", "tenant_id": "S", "created_at": "N"}
+
+
+def test_the_api_keys_tenant_index_lists_a_tenants_keys_newest_first(dynamodb: Any) -> None:
+    table_name = create_tables(dynamodb)["ApiKeysTable"]
+    for key_hash, tenant_id, created_at in [("h1", "acme", 100), ("h2", "acme", 200), ("h3", "other", 300)]:
+        dynamodb.put_item(
+            TableName=table_name,
+            Item={"key_hash": {"S": key_hash}, "tenant_id": {"S": tenant_id}, "created_at": {"N": str(created_at)}},
+        )
+    page = dynamodb.query(
+        TableName=table_name,
+        IndexName="by_tenant",
+        KeyConditionExpression="tenant_id = :tenant",
+        ExpressionAttributeValues={":tenant": {"S": "acme"}},
+        ScanIndexForward=False,
+    )
+    assert [item["key_hash"]["S"] for item in page["Items"]] == ["h2", "h1"]
 
 
 def test_connections_table_is_keyed_by_connection_id_with_a_tenant_index(dynamodb: Any) -> None:

@@ -252,6 +252,7 @@ WS_GRANTS: dict[str, dict[str, Any]] = {
         resource_key({"Ref": "DeepSeekApiKeySecret"}): {"secretsmanager:GetSecretValue"},
         resource_key(_connections("POST")): {"execute-api:ManageConnections"},
         resource_key(_connections("GET")): {"execute-api:ManageConnections"},
+        resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem"},  # the generation's key limits
     },
 }
 

@@ -10,10 +10,11 @@ leave no trace.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from seekless.contracts import (
 )
 from seekless.errors import InvalidRequest, NotFound, SeeklessError, UpstreamError
 from seekless.limits import RateLimiter, Reservation, reservation_tokens
-from seekless.models import Principal
+from seekless.models import KeyLimits, Principal
 from seekless.ports import ChatModel, ResponseCache, SessionStore
 from seekless.telemetry import NullTelemetry, Telemetry
 from seekless.tokens import estimate_prompt_tokens, trim_history
@@ -94,9 +95,11 @@ class ChatService:
         telemetry: Telemetry | None = None,
         clock: Any = time.monotonic,
         limiter: RateLimiter | None = None,
+        limits_for: Callable[[str], KeyLimits] | None = None,
     ) -> None:
         self._settings = settings
         self._limiter = limiter
+        self._limits_for = limits_for
         self._model = model
         self._cache = cache
         self._sessions = sessions
@@ -213,8 +216,12 @@ class ChatService:
         """Admit the request under its key's per-minute limits, or raise before anything goes upstream."""
         if self._limiter is None:
             return None
+        principal = chat.principal
         try:
-            return await self._limiter.admit(chat.principal, tokens=reservation_tokens(chat.body))
+            if principal.limits is None and self._limits_for is not None:
+                limits = await asyncio.to_thread(self._limits_for, principal.key_id)
+                principal = dataclasses.replace(principal, limits=limits)
+            return await self._limiter.admit(principal, tokens=reservation_tokens(chat.body))
         except SeeklessError as error:
             self._count_error(error)
             raise

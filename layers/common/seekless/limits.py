@@ -12,11 +12,14 @@ Redis unavailable: the policy is configured (``rate_limit_on_error``: ``open`` a
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from seekless.errors import InvalidRequest, RateLimited
-from seekless.models import Principal
+from seekless.errors import InvalidRequest, NotFound, RateLimited
+from seekless.models import UNLIMITED, ApiKeyRecord, KeyLimits, Principal
 from seekless.tokens import estimate_prompt_tokens
 
 
@@ -60,3 +63,37 @@ def refused(reason: str, *, limit: int, retry_after: float, tokens: int = 0) -> 
         code="rate_limit_tokens",
         retry_after=retry_after,
     )
+
+
+class KeyRecords(Protocol):
+    def get(self, key_id: str) -> ApiKeyRecord: ...
+
+
+class LimitsByKeyId:
+    """A key's limits by its id, for principals rebuilt from a job (WebSocket generations, the worker),
+    cached per execution environment like the authenticator's lookups: a changed limit applies within
+    ``cache_seconds``. A key that no longer exists has no limits to apply (its requests were admitted
+    while it did)."""
+
+    def __init__(
+        self, keys: KeyRecords, *, cache_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._keys = keys
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[float, KeyLimits]] = {}
+
+    def __call__(self, key_id: str) -> KeyLimits:
+        now = self._clock()
+        cached = self._cache.get(key_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            limits = self._keys.get(key_id).limits
+        except NotFound:
+            logging.getLogger("seekless.limits").warning("key %s not found; its job runs without limits", key_id)
+            limits = UNLIMITED
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key_id] = (now + self._cache_seconds, limits)
+        return limits

@@ -28,11 +28,13 @@ UNLIMITED = KeyLimits()
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the tenant an API key belongs to, and that key's limits."""
+    """Who is calling: the tenant an API key belongs to, and that key's limits. ``limits`` is None where
+    the key was not read (a job or WebSocket generation rebuilt from its key id): ChatService looks
+    them up by key id before it admits the request."""
 
     tenant_id: str
     key_id: str
-    limits: KeyLimits = UNLIMITED
+    limits: KeyLimits | None = None
 
     @property
     def upstream_user_id(self) -> str:

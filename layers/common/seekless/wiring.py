@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from seekless.batches import BatchService
     from seekless.chat import ChatService
     from seekless.jobs import JobService
+    from seekless.limits import LimitsByKeyId
     from seekless.ports import ChatModel
     from seekless.queued import JobEndings, QueuedRequests, ReplyPolicy
     from seekless.telemetry import Telemetry
@@ -153,7 +154,16 @@ def chat_service() -> ChatService:
         sessions=session_store(),
         telemetry=telemetry(),
         limiter=rate_limiter(),
+        limits_for=limits_by_key_id(),
     )
+
+
+@per_environment
+def limits_by_key_id() -> LimitsByKeyId:
+    """Limits of the keys behind jobs and WebSocket generations (their principal carries only the id)."""
+    from seekless.limits import LimitsByKeyId
+
+    return LimitsByKeyId(key_store(), cache_seconds=settings().key_cache_seconds)
 
 
 @per_environment
@@ -483,6 +493,8 @@ def worker() -> Worker:
         on_alive=lambda: touch(path),
         alive_interval=min(5.0, max(0.5, config.worker_health_max_age_seconds / 3)),
         endings=job_endings(),
+        limiter=rate_limiter(),
+        limits_for=limits_by_key_id(),
     )
 
 

@@ -8,29 +8,52 @@ The tenant is part of every key, so reading another tenant's session is a plain 
 permission error that would confirm the session exists. Appends are one transaction conditioned on the
 message counter: two concurrent turns both land, one after the other, and nothing is half-written.
 TTL deletion is late, so expired items are filtered on read.
+
+API keys table layout (key_hash is the table's only key):
+    key_hash = "<sha256 hex of the key>"   the key: key_id, tenant_id, status, name, limits (a map of
+                                           rpm/tpm/daily_tokens/monthly_tokens, absent = unlimited),
+                                           created_at; expires_at once rotated with a grace period
+    key_hash = "kid#<key_id>"              the key id's pointer: points_to = the key's hash
+    by_tenant index: tenant_id + created_at, on key items only (pointers carry neither)
+A request looks a key up by hash (one GetItem); an operator names it by id. The pointer item turns the
+id into the hash with a strongly consistent read (a key revoked the moment it was created is found), and
+writing it with attribute_not_exists in the key's own transaction keeps ids unique. A GSI on key_id
+would be eventually consistent and could not enforce that. Keys written before pointers existed are
+found by a Scan, in the operator's commands only (``get``, which a request path may call, never scans).
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from seekless.adapters.dynamo_items import collect_page, from_item, store_error, to_item
-from seekless.errors import Conflict, NotFound
-from seekless.models import ApiKeyRecord, Page, Session, StoredMessage
+from seekless.adapters.dynamo_items import collect_page, error_code, from_item, store_error, to_item
+from seekless.errors import Conflict, InvalidRequest, NotFound
+from seekless.models import UNLIMITED, ApiKeyRecord, KeyLimits, Page, Session, StoredMessage
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 APPEND_ATTEMPTS = 5
+KEY_ID_POINTER = "kid#"  # key_hash of the item that maps a key id to its key's hash
+LIMIT_FIELDS = tuple(field.name for field in fields(KeyLimits))
 
 
 def _store_error(error: ClientError) -> Exception:
     return store_error(error, "session store")
+
+
+def _keys_error(error: ClientError) -> Exception:
+    return store_error(error, "key store")
+
+
+def _unknown_key(key_id: str) -> NotFound:
+    return NotFound(f"No API key with id '{key_id}'.", code="key_not_found")
 
 
 def _default_client() -> DynamoDBClient:
@@ -286,7 +309,12 @@ class DynamoSessionStore:
 
 
 class DynamoKeyStore:
-    """API keys by SHA-256 hash. The key itself is never stored."""
+    """API keys by SHA-256 hash (the key itself is never stored), and the operator's view of them.
+
+    The request path is ``lookup``: one GetItem by hash. The rest (``create``, ``get``, ``list_keys``,
+    ``revoke``, ``rotate``) is for `seekless keys`; see the module docstring for the pointer items and
+    the by_tenant index they use.
+    """
 
     def __init__(
         self, table_name: str, *, client: DynamoDBClient | None = None, clock: Callable[[], float] = time.time
@@ -295,36 +323,299 @@ class DynamoKeyStore:
         self._client = client or _default_client()
         self._clock = clock
 
+    # -- the request path
+
     def lookup(self, key_hash: str) -> ApiKeyRecord | None:
+        """The key with this hash; None when there is none or it has expired (TTL deletion is late)."""
         try:
             found = self._client.get_item(TableName=self._table, Key={"key_hash": {"S": key_hash}})
         except ClientError as error:
-            raise _store_error(error) from error
+            raise _keys_error(error) from error
         item = found.get("Item")
-        if not item:
+        if not item or "tenant_id" not in item:  # a key id's pointer item is never a key
             return None
+        record = self._record(item)
+        if record.expires_at is not None and record.expires_at <= self._clock():
+            return None
+        return record
+
+    # -- the operator's commands
+
+    def put(
+        self,
+        key_hash: str,
+        *,
+        tenant_id: str,
+        key_id: str,
+        name: str | None = None,
+        limits: KeyLimits = UNLIMITED,
+    ) -> None:
+        """Seed a key, overwriting whatever was there (the local stack's dev key, fixtures). Operators'
+        keys go through ``create``, which refuses to overwrite."""
+        record = ApiKeyRecord(key_id=key_id, tenant_id=tenant_id, name=name, limits=limits, created_at=self._now())
+        self._write(
+            [
+                {"Put": {"TableName": self._table, "Item": self._item(key_hash, record)}},
+                {"Put": {"TableName": self._table, "Item": self._pointer(key_id, key_hash)}},
+            ]
+        )
+
+    def create(
+        self,
+        key_hash: str,
+        *,
+        tenant_id: str,
+        key_id: str,
+        name: str | None = None,
+        limits: KeyLimits = UNLIMITED,
+    ) -> ApiKeyRecord:
+        """A new active key. Conflict when the hash or the key id is taken (the caller mints another)."""
+        record = ApiKeyRecord(key_id=key_id, tenant_id=tenant_id, name=name, limits=limits, created_at=self._now())
+        try:
+            self._write(self._inserts(key_hash, record))
+        except ClientError as error:
+            if error_code(error) == "TransactionCanceledException":
+                raise Conflict(f"An API key with id '{key_id}' already exists.", code="key_exists") from error
+            raise
+        return record
+
+    def get(self, key_id: str) -> ApiKeyRecord:
+        """The key with this id (an expired key's status reads ``expired``): two GetItems through the
+        id's pointer and never a Scan, so a request path may use it (the limits of a job's key).
+        NotFound for an unknown id, and for a key written before pointers existed (no limits either)."""
+        found = self._by_pointer(key_id)
+        if found is None:
+            raise _unknown_key(key_id)
+        return self._listed(found[1])
+
+    def list_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]:
+        """One tenant's keys, newest first, through the by_tenant index; with no tenant, every key of
+        the table by tenant, through a Scan (an operator's command, not a request path)."""
+        if tenant_id is not None:
+            query: dict[str, Any] = {
+                "TableName": self._table,
+                "IndexName": "by_tenant",
+                "KeyConditionExpression": "tenant_id = :t",
+                "ExpressionAttributeValues": {":t": {"S": tenant_id}},
+                "ScanIndexForward": False,
+            }
+            page = collect_page(
+                self._client, query, limit=None, alive=lambda _: True, convert=self._listed, store="key store"
+            )
+            return page.items
+        records = [self._listed(item) for item in self._scan()]
+        return sorted(records, key=lambda r: (r.tenant_id, -(r.created_at or 0), r.key_id))
+
+    def revoke(self, key_id: str) -> ApiKeyRecord:
+        """Mark the key revoked: lookups return it with that status and Authenticator refuses it (after
+        at most its cache TTL). Revoking a revoked key changes nothing. NotFound for an unknown id."""
+        key_hash, item, _ = self._find(key_id)
+        if self._record(item).status == "revoked":
+            return self._listed(item)
+        try:
+            updated = self._client.update_item(
+                TableName=self._table,
+                Key={"key_hash": {"S": key_hash}},
+                UpdateExpression="SET #status = :revoked, revoked_at = :now",
+                ConditionExpression="key_id = :id",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":revoked": {"S": "revoked"},
+                    ":now": {"N": str(self._now())},
+                    ":id": {"S": key_id},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":  # deleted between read and write
+                raise _unknown_key(key_id) from error
+            raise _keys_error(error) from error
+        return self._listed(updated["Attributes"])
+
+    def rotate(
+        self, key_id: str, new_key_hash: str, *, new_key_id: str, grace_seconds: int = 0
+    ) -> tuple[ApiKeyRecord, ApiKeyRecord]:
+        """Replace an active key by a new one of the same tenant, name and limits, in one transaction.
+
+        The old key stays valid for ``grace_seconds`` (its ``expires_at``, which lookups honour), or is
+        revoked at once when that is 0. A key rotates once: its replacement is rotated next time.
+        Returns (the old key as it now is, the new key).
+        """
+        if grace_seconds < 0:
+            raise InvalidRequest("The grace period cannot be negative.", param="grace_seconds")
+        old_hash, item, pointed = self._find(key_id)
+        old = self._listed(item)
+        if old.status != "active":
+            raise Conflict(f"API key '{key_id}' is {old.status}: only an active key rotates.", code="key_not_active")
+        if "replaced_by" in item:
+            raise Conflict(
+                f"API key '{key_id}' was already rotated; rotate its replacement '{item['replaced_by']['S']}'.",
+                code="key_already_rotated",
+            )
+        now = self._now()
+        new = ApiKeyRecord(key_id=new_key_id, tenant_id=old.tenant_id, name=old.name, limits=old.limits, created_at=now)
+        names = {"#status": "status"}
+        values: dict[str, Any] = {":id": {"S": key_id}, ":active": {"S": "active"}, ":new": {"S": new_key_id}}
+        if grace_seconds == 0:
+            change = "SET #status = :revoked, revoked_at = :now, replaced_by = :new"
+            values |= {":revoked": {"S": "revoked"}, ":now": {"N": str(now)}}
+            after = replace(old, status="revoked")
+        else:
+            expires = now + grace_seconds
+            if old.expires_at is not None:
+                expires = min(expires, old.expires_at)
+            change = "SET expires_at = :expires, replaced_by = :new"
+            values[":expires"] = {"N": str(expires)}
+            after = replace(old, expires_at=expires)
+        writes = [
+            *self._inserts(new_key_hash, new),
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {"key_hash": {"S": old_hash}},
+                    "UpdateExpression": change,
+                    # Unchanged since it was read: still this key, active, and not rotated meanwhile.
+                    "ConditionExpression": "key_id = :id AND #status = :active AND attribute_not_exists(replaced_by)",
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": values,
+                }
+            },
+        ]
+        if pointed and after.expires_at is not None:
+            # TTL then removes the old key's pointer with it.
+            writes.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"key_hash": {"S": KEY_ID_POINTER + key_id}},
+                        "UpdateExpression": "SET expires_at = :expires",
+                        "ExpressionAttributeValues": {":expires": {"N": str(after.expires_at)}},
+                    }
+                }
+            )
+        try:
+            self._write(writes)
+        except ClientError as error:
+            if error_code(error) != "TransactionCanceledException":
+                raise
+            reasons: list[Any] = list(error.response.get("CancellationReasons") or [])
+            if len(reasons) > 2 and (reasons[2] or {}).get("Code") == "ConditionalCheckFailed":
+                raise Conflict(
+                    f"API key '{key_id}' changed while it was being rotated; nothing was written. Look at it "
+                    "again with `seekless keys list`.",
+                    code="key_changed",
+                ) from error
+            raise Conflict(f"An API key with id '{new_key_id}' already exists.", code="key_exists") from error
+        return after, new
+
+    # -- items
+
+    def _now(self) -> int:
+        return int(self._clock())
+
+    def _item(self, key_hash: str, record: ApiKeyRecord) -> dict[str, Any]:
+        limits = {name: getattr(record.limits, name) for name in LIMIT_FIELDS}
+        return to_item(
+            {
+                "key_hash": key_hash,
+                "key_id": record.key_id,
+                "tenant_id": record.tenant_id,
+                "status": record.status,
+                "name": record.name,
+                "created_at": record.created_at,
+                "expires_at": record.expires_at,
+                "limits": {name: value for name, value in limits.items() if value is not None} or None,
+            }
+        )
+
+    @staticmethod
+    def _pointer(key_id: str, key_hash: str) -> dict[str, Any]:
+        return {"key_hash": {"S": KEY_ID_POINTER + key_id}, "points_to": {"S": key_hash}}
+
+    def _inserts(self, key_hash: str, record: ApiKeyRecord) -> list[dict[str, Any]]:
+        """The key's item and its id's pointer, each only where nothing is yet."""
+        return [
+            {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(key_hash)",
+                }
+            }
+            for item in (self._item(key_hash, record), self._pointer(record.key_id, key_hash))
+        ]
+
+    @staticmethod
+    def _record(item: dict[str, Any]) -> ApiKeyRecord:
         data = from_item(item)
+        limits = data.get("limits") or {}
         expires = data.get("expires_at")
-        if expires is not None and int(expires) <= self._clock():
-            return None
+        created = data.get("created_at")
         return ApiKeyRecord(
-            key_id=str(data.get("key_id") or key_hash[:12]),
+            key_id=str(data.get("key_id") or data["key_hash"][:12]),
             tenant_id=data["tenant_id"],
             status=str(data.get("status") or "active"),
             expires_at=int(expires) if expires is not None else None,
+            limits=KeyLimits(**{name: int(limits[name]) for name in LIMIT_FIELDS if limits.get(name) is not None}),
+            name=data.get("name"),
+            created_at=int(created) if created is not None else None,
         )
 
-    def put(self, key_hash: str, *, tenant_id: str, key_id: str, name: str | None = None) -> None:
-        now = int(self._clock())
-        item = {
-            "key_hash": key_hash,
-            "key_id": key_id,
-            "tenant_id": tenant_id,
-            "status": "active",
-            "name": name,
-            "created_at": now,
-        }
+    def _listed(self, item: dict[str, Any]) -> ApiKeyRecord:
+        """The record with the status an operator should see: an active key past its expiry is expired."""
+        record = self._record(item)
+        if record.status == "active" and record.expires_at is not None and record.expires_at <= self._clock():
+            return replace(record, status="expired")
+        return record
+
+    def _write(self, writes: list[dict[str, Any]]) -> None:
         try:
-            self._client.put_item(TableName=self._table, Item=to_item(item))
+            self._client.transact_write_items(TransactItems=writes)  # type: ignore[arg-type]
         except ClientError as error:
-            raise _store_error(error) from error
+            if error_code(error) == "TransactionCanceledException":
+                raise
+            raise _keys_error(error) from error
+
+    def _by_pointer(self, key_id: str) -> tuple[str, dict[str, Any]] | None:
+        """(hash, item) of the key with this id, through its pointer; None when there is no pointer."""
+        try:
+            pointer = self._client.get_item(
+                TableName=self._table, Key={"key_hash": {"S": KEY_ID_POINTER + key_id}}, ConsistentRead=True
+            ).get("Item")
+            if not pointer:
+                return None
+            key_hash = pointer["points_to"]["S"]
+            item = self._client.get_item(
+                TableName=self._table, Key={"key_hash": {"S": key_hash}}, ConsistentRead=True
+            ).get("Item")
+        except ClientError as error:
+            raise _keys_error(error) from error
+        if not item or item.get("key_id", {}).get("S") != key_id:  # TTL removed the key before its pointer
+            raise _unknown_key(key_id)
+        return key_hash, item
+
+    def _find(self, key_id: str) -> tuple[str, dict[str, Any], bool]:
+        """(hash, item, whether an id pointer led there) of the key with this id; NotFound if none.
+        Operators' commands only: a key written before id pointers existed is found by a Scan."""
+        found = self._by_pointer(key_id)
+        if found is not None:
+            return (*found, True)
+        for item in self._scan(key_id):
+            return item["key_hash"]["S"], item, False
+        raise _unknown_key(key_id)
+
+    def _scan(self, key_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every key item (pointer items carry no tenant), or those with this id."""
+        scan: dict[str, Any] = {"TableName": self._table, "FilterExpression": "attribute_exists(tenant_id)"}
+        if key_id is not None:
+            scan["FilterExpression"] += " AND key_id = :id"
+            scan["ExpressionAttributeValues"] = {":id": {"S": key_id}}
+        try:
+            while True:
+                page = self._client.scan(**scan)
+                yield from page.get("Items", [])
+                if "LastEvaluatedKey" not in page:
+                    return
+                scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        except ClientError as error:
+            raise _keys_error(error) from error

@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from seekless.errors import ServiceUnavailable
 from seekless.limits import Reservation, refused
-from seekless.models import Principal
+from seekless.models import UNLIMITED, Principal
 from seekless.telemetry import NullTelemetry, Telemetry
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class RedisRateLimiter:
         return [f"{tag}:r:{window}", f"{tag}:t:{window}"]
 
     async def admit(self, principal: Principal, *, tokens: int) -> Reservation | None:
-        limits = principal.limits
+        limits = principal.limits or UNLIMITED
         if not limits.per_minute:
             return None
         now = self._clock()

@@ -54,7 +54,8 @@ from seekless.config import Settings
 from seekless.contracts import ChatResult, GenerationJob, ResultBuilder, StreamEnd, StreamEvent
 from seekless.errors import Conflict, NotFound, SeeklessError, UpstreamError
 from seekless.jobs import Job, JobConflict, JobStatus, job_error
-from seekless.models import Page, Principal, Session, StoredMessage
+from seekless.limits import RateLimiter
+from seekless.models import KeyLimits, Page, Principal, Session, StoredMessage
 from seekless.ports import ChatModel, JobLeases, JobMessages, QueueMessage, SessionStore
 from seekless.queued import JobEndings
 from seekless.telemetry import NullTelemetry, Telemetry
@@ -248,6 +249,8 @@ class Worker:
         on_alive: Callable[[], None] | None = None,
         alive_interval: float = 5.0,
         endings: JobEndings | None = None,
+        limiter: RateLimiter | None = None,
+        limits_for: Callable[[str], KeyLimits] | None = None,
     ) -> None:
         self.config = config
         self.owner = owner or default_owner()
@@ -261,6 +264,8 @@ class Worker:
         self._on_alive = on_alive
         self._alive_interval = alive_interval
         self._endings = endings
+        self._limiter = limiter
+        self._limits_for = limits_for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         # Every running job's (status, lease owner), refreshed for all of them by one batched read per
@@ -515,6 +520,8 @@ class Worker:
             cache=None,
             sessions=_HistoryOnly(self._sessions) if self._sessions is not None else None,
             telemetry=self._telemetry,
+            limiter=self._limiter,
+            limits_for=self._limits_for,
         )
 
     async def _claim(self, job: GenerationJob, message: QueueMessage) -> Job | None:
