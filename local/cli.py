@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -88,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     keys_cli.register(commands)  # keys create/list/revoke/rotate: the operator's commands (docs/CLI.md)
     client_cli.register(commands)  # chat, batch: the user-facing clients (docs/CLI.md)
     args = parser.parse_args(argv)
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except BrokenPipeError:
+        # The reader went away (`seekless events | head`): stop quietly, as Unix tools do, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -395,3 +395,55 @@ def test_a_queued_request_for_a_session_that_cannot_be_used_is_answered_with_the
 
     (answer,) = wait_for(reply, timeout=30, what="the error reply")
     assert answer["id"] == job.id and answer["status"] == "failed" and answer["error"]["message"]
+
+
+def test_a_job_over_its_keys_limit_fails_as_rate_limited_without_an_upstream_call(
+    env: Env, emulator: EmulatorServer, redis_url: str
+) -> None:
+    from redis.asyncio import Redis
+
+    from seekless.adapters.limits import RedisRateLimiter
+    from seekless.limits import LimitsByKeyId
+    from seekless.models import ApiKeyRecord, KeyLimits
+
+    class Keys:
+        def get(self, key_id: str) -> ApiKeyRecord:
+            return ApiKeyRecord(key_id=key_id, tenant_id="dev", limits=KeyLimits(rpm=0))
+
+    class LimitedWorker(Worker):
+        """Closes its Redis client with its other pooled connections, on its own loop."""
+
+        redis: Redis
+
+        async def aclose(self) -> None:
+            await super().aclose()
+            await self.redis.aclose()
+
+    def build() -> Worker:
+        redis = Redis.from_url(redis_url)  # built on the worker's own loop thread
+        worker = LimitedWorker(
+            config=FAST,
+            messages=SqsJobMessages(env.queue_url, client=env.sqs),
+            jobs=env.jobs,
+            settings=env.settings,
+            model=DeepSeekClient.from_settings(env.settings, api_key=lambda _r: EMULATOR_KEY),
+            sessions=None,
+            endings=JobEndings(jobs=env.jobs, batches=env.service, replies=AwsReplies(sqs_client=env.sqs)),
+            limiter=RedisRateLimiter(redis),
+            limits_for=LimitsByKeyId(Keys()),
+        )
+        worker.redis = redis
+        return worker
+
+    calls = emulator.stats()["calls"]
+    with WorkerThread(build):
+        job = env.requests.submit(_message({"queue_url": env.replies_url}, key_id="limited"), uuid.uuid4().hex)
+
+        def reply() -> list[dict[str, Any]]:
+            got = env.sqs.receive_message(QueueUrl=env.replies_url, WaitTimeSeconds=1).get("Messages", [])
+            return [json.loads(m["Body"]) for m in got]
+
+        (answer,) = wait_for(reply, timeout=30, what="the rate-limited reply")
+    assert answer["id"] == job.id and answer["status"] == "failed"
+    assert answer["error"]["code"] == "rate_limit_requests"
+    assert emulator.stats()["calls"] == calls
