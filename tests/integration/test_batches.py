@@ -447,3 +447,53 @@ def test_a_job_over_its_keys_limit_fails_as_rate_limited_without_an_upstream_cal
     assert answer["id"] == job.id and answer["status"] == "failed"
     assert answer["error"]["code"] == "rate_limit_requests"
     assert emulator.stats()["calls"] == calls
+
+
+class LaggingIndex:
+    """The job store, except its batch listing misses the last job the first time: an eventually
+    consistent index that has not caught up yet."""
+
+    def __init__(self, inner: DynamoJobStore) -> None:
+        self._inner = inner
+        self.listings = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def batch_jobs(self, batch_id: str) -> Iterator[Any]:
+        self.listings += 1
+        jobs = list(self._inner.batch_jobs(batch_id))
+        yield from jobs[:-1] if self.listings == 1 else jobs
+
+
+def test_a_lagging_index_never_drops_a_line_from_the_results(env: Env) -> None:
+    lagging = LaggingIndex(env.jobs)
+    service = BatchService(
+        batches=env.batches,
+        jobs=lagging,  # type: ignore[arg-type]
+        queue=SqsJobQueue(env.queue_url, client=env.sqs),
+        files=S3BatchFiles(BUCKET, client=env.s3),
+        chat=validation_only(env.settings),
+        max_lines=10,
+        max_line_bytes=4_000,
+    )
+
+    def build() -> Worker:
+        return Worker(
+            config=FAST,
+            messages=SqsJobMessages(env.queue_url, client=env.sqs),
+            jobs=env.jobs,
+            settings=env.settings,
+            model=DeepSeekClient.from_settings(env.settings, api_key=lambda _r: EMULATOR_KEY),
+            sessions=None,
+            endings=JobEndings(jobs=env.jobs, batches=service, replies=None),
+        )
+
+    with WorkerThread(build):
+        started = service.ingest(
+            env.put(f"batches/input/dev/lag-{uuid.uuid4().hex}.jsonl", f"{line('x')}\n{line('y')}")
+        )
+        assert started is not None
+        batch = env.wait_ended(started)
+    assert sorted(r["custom_id"] for r in env.read(batch.output_key)) == ["x", "y"]
+    assert lagging.listings == 2  # the short listing was read again

@@ -40,7 +40,7 @@ from urllib.parse import unquote_plus
 from pydantic import ValidationError
 
 from seekless.contracts import ChatCompletionRequest, GenerationJob
-from seekless.errors import Conflict, InvalidRequest, NotFound, SeeklessError
+from seekless.errors import Conflict, InvalidRequest, NotFound, SeeklessError, ServiceUnavailable
 from seekless.jobs import Job, JobStatus
 from seekless.models import Principal
 
@@ -60,6 +60,7 @@ CUSTOM_ID_MAX = 512
 INGEST_CHUNK = 100  # valid lines written (and checkpointed) together
 UPLOAD_URL_SECONDS = 3_600
 FINALIZE_LEASE_SECONDS = 300.0
+FINALIZE_READ_ATTEMPTS = 5
 TENANT_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
@@ -619,14 +620,7 @@ class BatchService:
         output_key = f"{OUTPUT_PREFIX}{batch_id}.jsonl"
         error_key = f"{ERRORS_PREFIX}{batch_id}.jsonl"
         with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
-            self._files.copy_into(f"{WORK_PREFIX}{batch_id}/invalid.jsonl", errors)
-            for job in self._jobs.batch_jobs(batch_id):
-                if job.status is JobStatus.SUCCEEDED:
-                    write_jsonl(output, output_record(job))
-                else:
-                    write_jsonl(errors, job_error_record(job))
-            output.seek(0)
-            errors.seek(0)
+            self._write_results(batch, output, errors)
             self._files.write(output_key, output)
             self._files.write(error_key, errors)
         if batch.jobs == 0:
@@ -648,6 +642,30 @@ class BatchService:
             finished.invalid,
         )
         return finished
+
+    def _write_results(self, batch: Batch, output: IO[bytes], errors: IO[bytes]) -> None:
+        """Every line into one of the two files. The jobs come from an eventually consistent index, so a
+        listing that is short of the batch's job count is read again (a line must never go missing);
+        still short after a few tries, the finalizer gives up and its claim expires for the sweeper."""
+        for attempt in range(FINALIZE_READ_ATTEMPTS):
+            for sink in (output, errors):
+                sink.seek(0)
+                sink.truncate()
+            self._files.copy_into(f"{WORK_PREFIX}{batch.id}/invalid.jsonl", errors)
+            written = 0
+            for job in self._jobs.batch_jobs(batch.id):
+                written += 1
+                if job.status is JobStatus.SUCCEEDED:
+                    write_jsonl(output, output_record(job))
+                else:
+                    write_jsonl(errors, job_error_record(job))
+            if written == batch.jobs:
+                output.seek(0)
+                errors.seek(0)
+                return
+            logger.warning("batch %s: the index shows %d of %d jobs; reading again", batch.id, written, batch.jobs)
+            time.sleep(min(2.0, 0.25 * 2**attempt))
+        raise ServiceUnavailable(f"Batch {batch.id}: not every job could be read back yet; the sweeper will finish it.")
 
     def sweep(self, *, older_than_seconds: float, limit: int = 20) -> int:
         """Finish batches whose last job ended but whose finalizer died (its claim expired)."""
