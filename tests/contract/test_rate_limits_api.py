@@ -60,3 +60,22 @@ def test_a_websocket_chat_over_the_limit_ends_with_an_error_frame(stack: LocalSt
         frames = until(socket, rid)
     assert frames[-1]["type"] == "error" and frames[-1]["code"] == "rate_limit_requests", frames[-1]
     assert upstream_calls(stack) == calls
+
+
+def test_a_spent_daily_budget_is_a_429_until_the_day_turns_and_makes_no_upstream_call(stack: LocalStack) -> None:
+    key = "sk-seekless-budget-" + uuid.uuid4().hex
+    store = DynamoKeyStore(stack.tables["ApiKeysTable"], client=boto3.client("dynamodb", endpoint_url=stack.moto_url))
+    store.put(hash_key(key), tenant_id="dev", key_id="key_" + uuid.uuid4().hex[:12], limits=KeyLimits(daily_tokens=120))
+    client = make_client(stack, key)
+    messages = [{"role": "user", "content": "hi"}]
+    try:
+        # Reserves about 100 (prompt estimate + max_tokens 90), settles to the ~30 really used.
+        client.chat.completions.create(model="deepseek-flash", messages=messages, max_tokens=90)  # type: ignore[arg-type]
+        calls = upstream_calls(stack)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(model="deepseek-flash", messages=messages, max_tokens=90)  # type: ignore[arg-type]
+    finally:
+        client.close()
+    assert upstream_calls(stack) == calls
+    assert refused.value.response.json()["error"]["code"] == "daily_budget_exhausted"
+    assert 0 < int(refused.value.response.headers["retry-after"]) <= 86_400

@@ -131,7 +131,8 @@ def test_rest_function_reads_keys_and_writes_only_sessions(transformed: dict[str
     def granted(resource: Any) -> set[str]:
         return grants.pop(json.dumps(resource, sort_keys=True), set())
 
-    assert granted({"Fn::GetAtt": ["ApiKeysTable", "Arn"]}) == {"dynamodb:GetItem"}
+    # GetItem to authenticate; UpdateItem for the key's daily/monthly token budget items only.
+    assert granted({"Fn::GetAtt": ["ApiKeysTable", "Arn"]}) == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
     assert granted({"Fn::GetAtt": ["SessionsTable", "Arn"]}) == {
         "dynamodb:GetItem",
         "dynamodb:PutItem",

@@ -252,7 +252,8 @@ WS_GRANTS: dict[str, dict[str, Any]] = {
         resource_key({"Ref": "DeepSeekApiKeySecret"}): {"secretsmanager:GetSecretValue"},
         resource_key(_connections("POST")): {"execute-api:ManageConnections"},
         resource_key(_connections("GET")): {"execute-api:ManageConnections"},
-        resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem"},  # the generation's key limits
+        # the generation's key limits, and its daily/monthly token budget items
+        resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     },
 }
 

@@ -301,7 +301,7 @@ WORKER_GRANTS = {
     resource_key({"Fn::Sub": "${JobsBucket.Arn}/jobs/*"}): {"s3:PutObject", "s3:GetObject"},
     resource_key({"Fn::Sub": f"{EXECUTE_API}/${{Stage}}/POST/@connections/*"}): {"execute-api:ManageConnections"},
     resource_key({"Ref": "DeepSeekApiKeySecret"}): {"secretsmanager:GetSecretValue"},
-    resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem"},  # a job's key limits
+    resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem", "dynamodb:UpdateItem"},  # limits, budgets
     # Batches: count each line's end, finish the batch whose last line this worker ended.
     resource_key(_getatt_arn("BatchesTable")): {
         "dynamodb:GetItem",

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ from seekless.ports import ChatModel, ResponseCache, SessionStore
 from seekless.telemetry import NullTelemetry, Telemetry
 from seekless.tokens import estimate_prompt_tokens, trim_history
 
+Reserved = list[tuple[RateLimiter, Reservation]]
 logger = logging.getLogger("seekless.chat")
 
 CACHEABLE_FINISH = frozenset({"stop", "length", "tool_calls"})
@@ -94,11 +95,14 @@ class ChatService:
         sessions: SessionStore | None,
         telemetry: Telemetry | None = None,
         clock: Any = time.monotonic,
-        limiter: RateLimiter | None = None,
+        limiter: RateLimiter | Sequence[RateLimiter] | None = None,
         limits_for: Callable[[str], KeyLimits] | None = None,
     ) -> None:
         self._settings = settings
-        self._limiter = limiter
+        # Checked in order (the durable budgets first, so a refusal by a later one gives them back).
+        self._limiters: tuple[RateLimiter, ...] = (
+            () if limiter is None else tuple(limiter) if isinstance(limiter, Sequence) else (limiter,)
+        )
         self._limits_for = limits_for
         self._model = model
         self._cache = cache
@@ -212,23 +216,30 @@ class ChatService:
         self._finish(chat, result, label, started)
         return ChatAnswer(result=_as_model(result, chat.model_name), cache=label)
 
-    async def _reserve(self, chat: PreparedChat) -> Reservation | None:
-        """Admit the request under its key's per-minute limits, or raise before anything goes upstream."""
-        if self._limiter is None:
-            return None
+    async def _reserve(self, chat: PreparedChat) -> Reserved:
+        """Admit the request under its key's limits, or raise before anything goes upstream."""
+        if not self._limiters:
+            return []
         principal = chat.principal
+        reserved: Reserved = []
         try:
             if principal.limits is None and self._limits_for is not None:
                 limits = await asyncio.to_thread(self._limits_for, principal.key_id)
                 principal = dataclasses.replace(principal, limits=limits)
-            return await self._limiter.admit(principal, tokens=reservation_tokens(chat.body))
+            tokens = reservation_tokens(chat.body)
+            for limiter in self._limiters:
+                reservation = await limiter.admit(principal, tokens=tokens)
+                if reservation is not None:
+                    reserved.append((limiter, reservation))
         except SeeklessError as error:
+            await self._settle(reserved, 0)  # what was reserved before the refusal goes back
             self._count_error(error)
             raise
+        return reserved
 
-    async def _settle(self, reservation: Reservation | None, used: int) -> None:
-        if reservation is not None and self._limiter is not None:
-            await self._limiter.settle(reservation, used=used)
+    async def _settle(self, reserved: Reserved, used: int) -> None:
+        for limiter, reservation in reserved:
+            await limiter.settle(reservation, used=used)
 
     async def _generate(self, chat: PreparedChat) -> ChatResult:
         wants_json = chat.body.get("response_format", {}).get("type") == "json_object"
@@ -287,7 +298,7 @@ class ChatService:
         lease: str | None,
         label: str,
         started: float,
-        reservation: Reservation | None = None,
+        reservation: Reserved | None = None,
     ) -> AsyncIterator[StreamEvent]:
         builder = ResultBuilder()
         used = 0
@@ -321,7 +332,7 @@ class ChatService:
             raise
         finally:
             await _aclose(upstream)
-            await self._settle(reservation, used)
+            await self._settle(reservation or [], used)
             if lease is not None and self._cache is not None:
                 await self._cache.release(chat.cache_key, lease)
 

@@ -28,6 +28,7 @@ class Reservation:
     key_id: str
     window: int  # the minute (epoch seconds // 60) the tokens were reserved in
     tokens: int  # reserved; 0 when the key has no token limit
+    scopes: tuple[str, ...] = ()  # the budget periods reserved in (daily/monthly budgets)
 
 
 class RateLimiter(Protocol):

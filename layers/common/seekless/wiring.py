@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from seekless.batches import BatchService
     from seekless.chat import ChatService
     from seekless.jobs import JobService
-    from seekless.limits import LimitsByKeyId
+    from seekless.limits import LimitsByKeyId, RateLimiter
     from seekless.ports import ChatModel
     from seekless.queued import JobEndings, QueuedRequests, ReplyPolicy
     from seekless.telemetry import Telemetry
@@ -153,9 +153,21 @@ def chat_service() -> ChatService:
         cache=response_cache(),
         sessions=session_store(),
         telemetry=telemetry(),
-        limiter=rate_limiter(),
+        limiter=limiters(),
         limits_for=limits_by_key_id(),
     )
+
+
+@per_environment
+def limiters() -> list[RateLimiter]:
+    """Daily/monthly budgets (DynamoDB) first, then requests/tokens per minute (Redis, when configured)."""
+    from seekless.adapters.budgets import DynamoBudgets
+
+    found: list[RateLimiter] = [DynamoBudgets(settings().keys_table)]
+    per_minute = rate_limiter()
+    if per_minute is not None:
+        found.append(per_minute)
+    return found
 
 
 @per_environment
@@ -493,7 +505,7 @@ def worker() -> Worker:
         on_alive=lambda: touch(path),
         alive_interval=min(5.0, max(0.5, config.worker_health_max_age_seconds / 3)),
         endings=job_endings(),
-        limiter=rate_limiter(),
+        limiter=limiters(),
         limits_for=limits_by_key_id(),
     )
 

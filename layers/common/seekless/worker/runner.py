@@ -42,7 +42,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -249,7 +249,7 @@ class Worker:
         on_alive: Callable[[], None] | None = None,
         alive_interval: float = 5.0,
         endings: JobEndings | None = None,
-        limiter: RateLimiter | None = None,
+        limiter: RateLimiter | Sequence[RateLimiter] | None = None,
         limits_for: Callable[[str], KeyLimits] | None = None,
     ) -> None:
         self.config = config
