@@ -63,6 +63,9 @@ class DynamoBudgets:
     async def admit(self, principal: Principal, *, tokens: int) -> Reservation | None:
         import asyncio
 
+        limits = principal.limits or UNLIMITED
+        if limits.daily_tokens is None and limits.monthly_tokens is None:
+            return None  # the common case: no thread hop, no call
         return await asyncio.to_thread(self.reserve, principal, tokens)
 
     async def settle(self, reservation: Reservation, *, used: int) -> None:
