@@ -23,6 +23,7 @@ from seekless.chat import validation_only
 from seekless.config import Settings
 from seekless.contracts import GenerationJob, RequestMessage
 from seekless.errors import InvalidRequest, NotFound
+from seekless.jobs import JobStatus
 from seekless.models import Principal
 from seekless.queued import JobEndings, QueuedRequests, ReplyPolicy
 from seekless.worker.runner import Worker
@@ -497,3 +498,60 @@ def test_a_lagging_index_never_drops_a_line_from_the_results(env: Env) -> None:
         batch = env.wait_ended(started)
     assert sorted(r["custom_id"] for r in env.read(batch.output_key)) == ["x", "y"]
     assert lagging.listings == 2  # the short listing was read again
+
+
+class NoWorkFiles(S3BatchFiles):
+    """Cannot store the invalid lines' report: an ingest that dies after sending every job."""
+
+    def write(self, key: str, source: Any) -> None:
+        if key.startswith("batches/work/"):
+            raise RuntimeError("the Lambda died here")
+        super().write(key, source)
+
+
+def test_a_redelivery_after_every_job_was_sent_never_resets_a_finished_job(env: Env) -> None:
+    source = env.put(f"batches/input/dev/late-{uuid.uuid4().hex}.jsonl", "\n".join(line(f"l{i}") for i in range(3)))
+    dying = BatchService(
+        batches=env.batches,
+        jobs=env.jobs,
+        queue=SqsJobQueue(env.queue_url, client=env.sqs),
+        files=NoWorkFiles(BUCKET, client=env.s3),
+        chat=validation_only(env.settings),
+        max_lines=10,
+        max_line_bytes=4_000,
+    )
+    with pytest.raises(RuntimeError):
+        dying.ingest(source)  # every job written and sent, no checkpoint saved (fewer than 100 lines)
+    first = next(iter(env.jobs.batch_jobs(source.batch_id())))
+    env.jobs.claim("dev", first.id, owner="w", lease_seconds=60)
+    env.jobs.succeed("dev", first.id, {"choices": []}, owner="w")
+    env.service.ingest(source)  # the redelivery
+    assert env.jobs.get("dev", first.id).status is JobStatus.SUCCEEDED
+
+
+def test_the_sweeper_is_not_blocked_by_uploads_never_made(env: Env) -> None:
+    for _ in range(25):
+        env.service.reserve_upload(DEV, metadata=None)
+    dying = BatchService(
+        batches=env.batches,
+        jobs=env.jobs,
+        queue=SqsJobQueue(env.queue_url, client=env.sqs),
+        files=DyingFiles(BUCKET, client=env.s3),
+        chat=validation_only(env.settings),
+        max_lines=10,
+        max_line_bytes=4_000,
+        finalize_lease_seconds=1.0,
+    )
+    with pytest.raises(RuntimeError):
+        dying.ingest(env.put(f"batches/input/dev/blocked-{uuid.uuid4().hex}.jsonl", "nope\n"))
+    stuck = [
+        b for b in env.batches.list_batches("dev", limit=100, after=None).items if b.status is BatchStatus.FINALIZING
+    ]
+
+    def swept() -> Batch | None:
+        env.service.sweep(older_than_seconds=0, limit=20)
+        return _terminal(env.batches.get("dev", stuck[0].id))
+
+    assert (
+        wait_for(swept, timeout=15, interval=0.5, what="the sweep past the reservations").status is BatchStatus.FAILED
+    )

@@ -101,6 +101,7 @@ class Batch:
     errors: list[dict[str, Any]] = field(default_factory=list)
     times: dict[str, int] = field(default_factory=dict)  # in_progress_at, finalizing_at, ...
     cancel_requested: bool = False
+    resumed: bool = False  # found as an earlier delivery left it: its jobs may exist already
 
     @property
     def ended(self) -> int:
@@ -570,11 +571,11 @@ class BatchService:
                     continue  # its job exists and was sent before the last attempt stopped
                 pending.append(outcome)
                 if len(pending) >= INGEST_CHUNK:
-                    self._send(batch, pending, only_new=resume_from > 0)
+                    self._send(batch, pending, only_new=batch.resumed)
                     self._batches.checkpoint(batch.tenant_id, batch.id, valid)
                     pending = []
             if pending:
-                self._send(batch, pending, only_new=resume_from > 0)
+                self._send(batch, pending, only_new=batch.resumed)
             errors: list[dict[str, Any]] = []
             if valid + invalid == 0:
                 empty = LineError(None, None, "empty_file", "The file holds no lines.")
@@ -600,7 +601,10 @@ class BatchService:
     def job_ended(self, tenant_id: str, batch_id: str, job_id: str, status: JobStatus) -> None:
         """Count one job's end on its batch (once), and finish the batch if that was the last one."""
         self._batches.count_end(tenant_id, batch_id, job_id, status)
-        batch = self._batches.get(tenant_id, batch_id)
+        try:
+            batch = self._batches.get(tenant_id, batch_id)
+        except NotFound:
+            return  # the batch record expired: nothing left to finish
         if batch.all_ended and not batch.status.terminal:
             self.finalize(tenant_id, batch_id)
 
@@ -623,10 +627,10 @@ class BatchService:
             self._write_results(batch, output, errors)
             self._files.write(output_key, output)
             self._files.write(error_key, errors)
-        if batch.jobs == 0:
-            status = BatchStatus.FAILED
-        elif batch.cancel_requested:
+        if batch.cancel_requested:
             status = BatchStatus.CANCELLED
+        elif batch.jobs == 0:
+            status = BatchStatus.FAILED
         else:
             status = BatchStatus.COMPLETED
         finished = self._batches.finish(
@@ -667,11 +671,14 @@ class BatchService:
             time.sleep(min(2.0, 0.25 * 2**attempt))
         raise ServiceUnavailable(f"Batch {batch.id}: not every job could be read back yet; the sweeper will finish it.")
 
-    def sweep(self, *, older_than_seconds: float, limit: int = 20) -> int:
+    def sweep(self, *, older_than_seconds: float, limit: int = 500) -> int:
         """Finish batches whose last job ended but whose finalizer died (its claim expired)."""
         finished = 0
         for tenant_id, batch_id in self._batches.unfinished(older_than=time.time() - older_than_seconds, limit=limit):
-            batch = self._batches.get(tenant_id, batch_id)
+            try:
+                batch = self._batches.get(tenant_id, batch_id)
+            except NotFound:
+                continue  # expired, not yet deleted by TTL
             if batch.all_ended and not batch.status.terminal and self.finalize(tenant_id, batch_id) is not None:
                 finished += 1
         return finished

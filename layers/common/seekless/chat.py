@@ -231,15 +231,22 @@ class ChatService:
                 reservation = await limiter.admit(principal, tokens=tokens)
                 if reservation is not None:
                     reserved.append((limiter, reservation))
-        except SeeklessError as error:
+        except BaseException as error:
             await self._settle(reserved, 0)  # what was reserved before the refusal goes back
-            self._count_error(error)
+            if isinstance(error, SeeklessError):
+                self._count_error(error)
             raise
         return reserved
 
     async def _settle(self, reserved: Reserved, used: int) -> None:
+        """Settle every reservation; one that cannot be settled is logged and counted, never raised (the
+        answer is already paid for: failing it now would only make the client pay again)."""
         for limiter, reservation in reserved:
-            await limiter.settle(reservation, used=used)
+            try:
+                await limiter.settle(reservation, used=used)
+            except Exception:
+                self._telemetry.count("RateLimiterErrors")
+                logger.warning("could not settle a %s reservation", type(limiter).__name__, exc_info=True)
 
     async def _generate(self, chat: PreparedChat) -> ChatResult:
         wants_json = chat.body.get("response_format", {}).get("type") == "json_object"

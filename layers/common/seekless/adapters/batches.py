@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -102,8 +103,9 @@ class DynamoBatchStore:
         values = {
             "gsi1pk": f"T#{tenant_id}",
             "gsi1sk": f"{created}#{batch_id}",
-            "open_pk": OPEN,
-            "open_sk": created,
+            # An upload not yet made is not open work: the sweeper's index holds only batches that run.
+            "open_pk": None if status is BatchStatus.AWAITING_UPLOAD else OPEN,
+            "open_sk": None if status is BatchStatus.AWAITING_UPLOAD else created,
             "batch_id": batch_id,
             "tenant_id": tenant_id,
             "key_id": key_id,
@@ -205,14 +207,20 @@ class DynamoBatchStore:
             raise Conflict(f"Batch '{batch_id}' was not reserved.", code="batch_not_reserved")
         batch = self._batch(existing)
         if batch.source_tag == source_tag:
-            return batch  # a redelivery: resume or skip
+            return replace(batch, resumed=True)  # a redelivery: resume (only jobs not yet made) or skip
         if batch.status is BatchStatus.AWAITING_UPLOAD and batch.input_key == input_key:
             updated = self._update(
                 tenant_id,
                 batch_id,
-                update="SET #status = :v, source_tag = :tag, updated_at = :now",
+                update="SET #status = :v, source_tag = :tag, updated_at = :now, open_pk = :o, open_sk = :osk",
                 condition="#status = :a",
-                values={":v": str(BatchStatus.VALIDATING), ":tag": source_tag, ":a": str(BatchStatus.AWAITING_UPLOAD)},
+                values={
+                    ":v": str(BatchStatus.VALIDATING),
+                    ":tag": source_tag,
+                    ":a": str(BatchStatus.AWAITING_UPLOAD),
+                    ":o": OPEN,
+                    ":osk": f"{int(self._clock() * 1_000_000):017d}",
+                },
             )
             if updated is not None:
                 return self._batch(updated)
@@ -385,17 +393,25 @@ class DynamoBatchStore:
         return self._batch(updated)
 
     def unfinished(self, *, older_than: float, limit: int) -> list[tuple[str, str]]:
-        try:
-            page = self._client.query(
-                TableName=self._table,
-                IndexName="open",
-                KeyConditionExpression="open_pk = :o AND open_sk < :c",
-                ExpressionAttributeValues={":o": {"S": OPEN}, ":c": {"S": f"{int(older_than * 1_000_000):017d}"}},
-                Limit=limit,
-            )
-        except ClientError as error:
-            raise _store_error(error) from error
-        return [(item["tenant_id"]["S"], item["batch_id"]["S"]) for item in page.get("Items", [])]
+        """Running batches (uploads not yet made are not in the index), oldest first, up to ``limit``:
+        every page, since the oldest open ones may be long, healthy batches."""
+        query: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "open",
+            "KeyConditionExpression": "open_pk = :o AND open_sk < :c",
+            "ExpressionAttributeValues": {":o": {"S": OPEN}, ":c": {"S": f"{int(older_than * 1_000_000):017d}"}},
+        }
+        found: list[tuple[str, str]] = []
+        while len(found) < limit:
+            try:
+                page = self._client.query(**query)
+            except ClientError as error:
+                raise _store_error(error) from error
+            found += [(item["tenant_id"]["S"], item["batch_id"]["S"]) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            query["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return found[:limit]
 
 
 class S3BatchFiles:

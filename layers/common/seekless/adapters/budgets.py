@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from seekless.adapters.dynamo_items import error_code, store_error
 from seekless.errors import InvalidRequest, RateLimited, ServiceUnavailable
@@ -110,6 +110,8 @@ class DynamoBudgets:
         for attempt in range(ATTEMPTS):
             try:
                 self._client.transact_write_items(TransactItems=updates)  # type: ignore[arg-type]
+            except BotoCoreError as error:
+                raise ServiceUnavailable("The token budget cannot be checked right now; retry shortly.") from error
             except ClientError as error:
                 if error_code(error) != "TransactionCanceledException":
                     raise store_error(error, "budget store") from error

@@ -100,7 +100,12 @@ class RedisRateLimiter:
             return
         key = self._keys(reservation.key_id, reservation.window)[1]
         try:
-            await self._redis.incrby(key, used - reservation.tokens)
+            # EXPIRE again: a generation that outlived the window's counter would otherwise re-create it
+            # here without a TTL, and it would stay in Redis for good.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.incrby(key, used - reservation.tokens)
+                pipe.expire(key, COUNTER_TTL)
+                await pipe.execute()
         except (RedisError, OSError):
             self._telemetry.count("RateLimiterErrors")
             logger.warning("could not settle a token reservation; the window keeps the reserved amount")
