@@ -6,9 +6,7 @@ CLI downloads. Every wait has a deadline."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from seekless.adapters.dynamodb import DynamoKeyStore
 from seekless.auth import hash_key
 from seekless_local import client_cli
 from seekless_local.stack import LocalStack
+from tests.waiting import wait_for
 
 GOOD = 4
 LINES = 100
@@ -40,17 +39,6 @@ def batch_file(folder: Path) -> Path:
 
 def options(stack: LocalStack, api_key: str | None = None) -> list[str]:
     return ["--url", stack.rest_url + "/v1", "--ws-url", stack.ws_url, "--api-key", api_key or stack.dev_api_key]
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def jsonl(path: Path) -> list[dict[str, Any]]:

@@ -31,12 +31,12 @@ from seekless_local.emulator import EmulatorServer
 from seekless_local.stack import MotoServer
 from seekless_local.template import create_buckets, create_queues, create_tables
 from seekless_local.worker import WorkerThread
+from tests.waiting import wait_for
 
 from .conftest import TABLES
-from .test_worker import EMULATOR_KEY, FAST, _creds, wait_for
+from .test_worker import EMULATOR_KEY, FAST, _creds
 
 BUCKET = "seekless-jobs"
-ALL_TABLES = TABLES
 DEV = Principal(tenant_id="dev", key_id="dev")
 
 
@@ -44,7 +44,7 @@ DEV = Principal(tenant_id="dev", key_id="dev")
 def moto() -> Iterator[MotoServer]:
     with MotoServer() as server:
         create_tables(
-            boto3.client("dynamodb", endpoint_url=server.url, region_name="us-east-1", **_creds()), names=ALL_TABLES
+            boto3.client("dynamodb", endpoint_url=server.url, region_name="us-east-1", **_creds()), names=TABLES
         )
         create_buckets(
             boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", **_creds()),
@@ -74,6 +74,19 @@ class Env:
         body = self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
         return [json.loads(line) for line in body.splitlines()]
 
+    def batch_service(self, **overrides: Any) -> BatchService:
+        """A BatchService on this environment's stores, with some collaborator swapped for a failing one."""
+        parts: dict[str, Any] = {
+            "batches": self.batches,
+            "jobs": self.jobs,
+            "queue": SqsJobQueue(self.queue_url, client=self.sqs),
+            "files": S3BatchFiles(BUCKET, client=self.s3),
+            "chat": validation_only(self.settings),
+            "max_lines": 10,
+            "max_line_bytes": 4_000,
+        }
+        return BatchService(**{**parts, **overrides})
+
     def wait_ended(self, batch: Batch, timeout: float = 60) -> Batch:
         return wait_for(
             lambda: _terminal(self.batches.get(batch.tenant_id, batch.id)),
@@ -97,7 +110,7 @@ def env(moto: MotoServer, emulator: EmulatorServer) -> Env:
     replies_url = sqs.create_queue(QueueName=f"replies-{suffix}")["QueueUrl"]
     settings = Settings(deepseek_base_url=emulator.base_url, deepseek_api_key=EMULATOR_KEY, retry_attempts=1)
     jobs = DynamoJobStore(TABLES["JobsTable"], bucket=BUCKET, client=dynamodb, s3_client=s3)
-    batches = DynamoBatchStore(ALL_TABLES["BatchesTable"], jobs=jobs, client=dynamodb)
+    batches = DynamoBatchStore(TABLES["BatchesTable"], jobs=jobs, client=dynamodb)
     queue = SqsJobQueue(queues["JobsQueue"], client=sqs)
     service = BatchService(
         batches=batches,
@@ -204,26 +217,10 @@ def test_an_ingest_that_dies_half_way_resumes_and_every_line_runs_once(env: Env,
     text = "\n".join(line(f"k{i}") for i in range(batches_module.INGEST_CHUNK * 2 + 7))
     source = env.put(f"batches/input/dev/resume-{uuid.uuid4().hex}.jsonl", text)
     queue = SqsJobQueue(env.queue_url, client=env.sqs)
-    crashing = BatchService(
-        batches=env.batches,
-        jobs=env.jobs,
-        queue=FailingQueue(queue, 1),
-        files=S3BatchFiles(BUCKET, client=env.s3),
-        chat=validation_only(env.settings),
-        max_lines=1_000,
-        max_line_bytes=4_000,
-    )
+    crashing = env.batch_service(queue=FailingQueue(queue, 1), max_lines=1_000)
     with pytest.raises(RuntimeError):
         crashing.ingest(source)
-    resumed = BatchService(
-        batches=env.batches,
-        jobs=env.jobs,
-        queue=queue,
-        files=S3BatchFiles(BUCKET, client=env.s3),
-        chat=validation_only(env.settings),
-        max_lines=1_000,
-        max_line_bytes=4_000,
-    )
+    resumed = env.batch_service(queue=queue, max_lines=1_000)
     started = resumed.ingest(source)
     assert started is not None
     batch = env.wait_ended(started, timeout=120)
@@ -342,16 +339,7 @@ class DyingFiles(S3BatchFiles):
 
 
 def test_the_sweeper_finishes_a_batch_whose_finalizer_died(env: Env) -> None:
-    dying = BatchService(
-        batches=env.batches,
-        jobs=env.jobs,
-        queue=SqsJobQueue(env.queue_url, client=env.sqs),
-        files=DyingFiles(BUCKET, client=env.s3),
-        chat=validation_only(env.settings),
-        max_lines=10,
-        max_line_bytes=4_000,
-        finalize_lease_seconds=1.0,
-    )
+    dying = env.batch_service(files=DyingFiles(BUCKET, client=env.s3), finalize_lease_seconds=1.0)
     # Every line invalid: the ingest itself ends the last "job" and finalizes, and dies doing it.
     with pytest.raises(RuntimeError):
         dying.ingest(env.put(f"batches/input/dev/dies-{uuid.uuid4().hex}.jsonl", "not json\nnor this\n"))
@@ -469,15 +457,7 @@ class LaggingIndex:
 
 def test_a_lagging_index_never_drops_a_line_from_the_results(env: Env) -> None:
     lagging = LaggingIndex(env.jobs)
-    service = BatchService(
-        batches=env.batches,
-        jobs=lagging,  # type: ignore[arg-type]
-        queue=SqsJobQueue(env.queue_url, client=env.sqs),
-        files=S3BatchFiles(BUCKET, client=env.s3),
-        chat=validation_only(env.settings),
-        max_lines=10,
-        max_line_bytes=4_000,
-    )
+    service = env.batch_service(jobs=lagging)
 
     def build() -> Worker:
         return Worker(
@@ -511,15 +491,7 @@ class NoWorkFiles(S3BatchFiles):
 
 def test_a_redelivery_after_every_job_was_sent_never_resets_a_finished_job(env: Env) -> None:
     source = env.put(f"batches/input/dev/late-{uuid.uuid4().hex}.jsonl", "\n".join(line(f"l{i}") for i in range(3)))
-    dying = BatchService(
-        batches=env.batches,
-        jobs=env.jobs,
-        queue=SqsJobQueue(env.queue_url, client=env.sqs),
-        files=NoWorkFiles(BUCKET, client=env.s3),
-        chat=validation_only(env.settings),
-        max_lines=10,
-        max_line_bytes=4_000,
-    )
+    dying = env.batch_service(files=NoWorkFiles(BUCKET, client=env.s3))
     with pytest.raises(RuntimeError):
         dying.ingest(source)  # every job written and sent, no checkpoint saved (fewer than 100 lines)
     first = next(iter(env.jobs.batch_jobs(source.batch_id())))
@@ -532,16 +504,7 @@ def test_a_redelivery_after_every_job_was_sent_never_resets_a_finished_job(env: 
 def test_the_sweeper_is_not_blocked_by_uploads_never_made(env: Env) -> None:
     for _ in range(25):
         env.service.reserve_upload(DEV, metadata=None)
-    dying = BatchService(
-        batches=env.batches,
-        jobs=env.jobs,
-        queue=SqsJobQueue(env.queue_url, client=env.sqs),
-        files=DyingFiles(BUCKET, client=env.s3),
-        chat=validation_only(env.settings),
-        max_lines=10,
-        max_line_bytes=4_000,
-        finalize_lease_seconds=1.0,
-    )
+    dying = env.batch_service(files=DyingFiles(BUCKET, client=env.s3), finalize_lease_seconds=1.0)
     with pytest.raises(RuntimeError):
         dying.ingest(env.put(f"batches/input/dev/blocked-{uuid.uuid4().hex}.jsonl", "nope\n"))
     stuck = [

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -31,6 +30,7 @@ from seekless_local.template import (
     queue_arns,
     sqs_event_sources,
 )
+from tests.waiting import wait_for
 
 TEMPLATE = """
 Transform: AWS::Serverless-2016-10-31
@@ -118,17 +118,6 @@ def handler(event, context):
 """
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
-
-
 @pytest.fixture
 def template_path(tmp_path: Path) -> Path:
     # A folder per test: the handler module (and its `received`) is then a fresh one each time.
@@ -203,7 +192,7 @@ class Mapping:
         return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
     def next_batch(self, timeout: float = 15.0) -> Any:
-        return wait_for(lambda: self.poller.poll_once(wait_seconds=1), timeout)
+        return wait_for(lambda: self.poller.poll_once(wait_seconds=1), timeout=timeout)
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ from urllib.parse import unquote_plus
 from pydantic import ValidationError
 
 from seekless.contracts import ChatCompletionRequest, GenerationJob
-from seekless.errors import Conflict, InvalidRequest, NotFound, SeeklessError, ServiceUnavailable
+from seekless.errors import Conflict, NotFound, SeeklessError, ServiceUnavailable
 from seekless.jobs import Job, JobStatus
 from seekless.models import Principal
 
@@ -682,7 +682,3 @@ class BatchService:
             if batch.all_ended and not batch.status.terminal and self.finalize(tenant_id, batch_id) is not None:
                 finished += 1
         return finished
-
-
-def invalid_batch_request(message: str, param: str | None = None) -> InvalidRequest:
-    return InvalidRequest(message, param=param, code="invalid_batch")

@@ -83,6 +83,7 @@ class Job:
     custom_id: str | None = None  # the batch line's custom_id
     line: int | None = None  # the batch line's number, from 1
     reply_to: ReplyTo | None = None  # a queued request's reply destination
+    replied: bool = False  # its reply went out
 
     def to_api(self) -> dict[str, Any]:
         data: dict[str, Any] = {

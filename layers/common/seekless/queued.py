@@ -53,8 +53,6 @@ class EndingJobs(Protocol):
 
     def mark_replied(self, tenant_id: str, job_id: str) -> bool: ...
 
-    def replied(self, tenant_id: str, job_id: str) -> bool: ...
-
 
 def reply_body(job: Job) -> dict[str, Any]:
     """What a reply holds: the job's outcome, as GET /v1/jobs/{id} shows it."""
@@ -153,7 +151,7 @@ class JobEndings:
         if job.batch_id is not None and self._batches is not None:
             self._batches.job_ended(job.tenant_id, job.batch_id, job.job_id, record.status)
         if job.reply_to is not None and self._replies is not None:
-            if self._jobs.replied(job.tenant_id, job.job_id):
+            if record.replied:
                 return
             self._replies.send(job.reply_to, job.job_id, reply_body(record))
             self._jobs.mark_replied(job.tenant_id, job.job_id)

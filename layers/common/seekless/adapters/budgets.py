@@ -11,6 +11,7 @@ item from the key's limit (``if_not_exists``).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable
@@ -49,28 +50,30 @@ class DynamoBudgets:
         self, table_name: str, *, client: DynamoDBClient | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         self._table = table_name
-        if client is None:
+        self._given = client
+        self._clock = clock
+
+    @property
+    def _client(self) -> DynamoDBClient:
+        # Built on first use: every REST environment builds this limiter, few keys have a budget, and a
+        # boto3 client costs tens of milliseconds of cold start.
+        if self._given is None:
             import boto3
 
-            client = boto3.client("dynamodb")
-        self._client = client
-        self._clock = clock
+            self._given = boto3.client("dynamodb")
+        return self._given
 
     @staticmethod
     def _key(key_id: str, suffix: str) -> dict[str, Any]:
         return {"key_hash": {"S": f"budget#{key_id}#{suffix}"}}
 
     async def admit(self, principal: Principal, *, tokens: int) -> Reservation | None:
-        import asyncio
-
         limits = principal.limits or UNLIMITED
         if limits.daily_tokens is None and limits.monthly_tokens is None:
             return None  # the common case: no thread hop, no call
         return await asyncio.to_thread(self.reserve, principal, tokens)
 
     async def settle(self, reservation: Reservation, *, used: int) -> None:
-        import asyncio
-
         await asyncio.to_thread(self.release, reservation, used)
 
     def reserve(self, principal: Principal, tokens: int) -> Reservation | None:

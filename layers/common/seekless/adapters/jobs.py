@@ -179,6 +179,7 @@ class DynamoJobStore:
             custom_id=data.get("custom_id"),
             line=int(data["line"]) if data.get("line") is not None else None,
             reply_to=ReplyTo.model_validate_json(data["reply_to"]) if data.get("reply_to") else None,
+            replied="replied_at" in data,
         )
 
     # -- create --------------------------------------------------------------------------------------
@@ -432,10 +433,6 @@ class DynamoJobStore:
                 return False
             raise _store_error(error) from error
         return True
-
-    def replied(self, tenant_id: str, job_id: str) -> bool:
-        item = self._read(tenant_id, job_id)
-        return item is not None and "replied_at" in item
 
     # -- reads ---------------------------------------------------------------------------------------
 
