@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 from collections.abc import AsyncIterator, Mapping
+from datetime import date
 from typing import Any
 
+from seekless.audit import AuditRecord, UsageDay
 from seekless.contracts import ChatResult, StreamDelta, StreamEnd, StreamEvent, Usage
 from seekless.errors import NotFound
 from seekless.models import Page, Session, StoredMessage
@@ -215,3 +218,32 @@ class FakeConnections:
 
     def delete(self, connection_id: str) -> None:
         self.deleted.append(connection_id)
+
+
+class RecordingUsage:
+    """A UsageStore that keeps every audit record it is given and sums them per day and model."""
+
+    def __init__(self) -> None:
+        self.records: list[AuditRecord] = []
+
+    def add(self, record: AuditRecord) -> None:
+        self.records.append(record)
+
+    def days(self, tenant_id: str, *, start: date, end: date, model: str | None = None) -> list[UsageDay]:
+        totals: dict[tuple[date, str], UsageDay] = {}
+        for r in self.records:
+            if r.tenant_id != tenant_id or r.model is None or not start <= r.day <= end:
+                continue
+            if model is not None and r.model != model:
+                continue
+            day = totals.get((r.day, r.model), UsageDay(day=r.day, model=r.model))
+            totals[(r.day, r.model)] = dataclasses.replace(
+                day,
+                requests=day.requests + 1,
+                errors=day.errors + (1 if r.status >= 400 or r.error_code else 0),
+                cache_hits=day.cache_hits + (r.cache == "hit"),
+                prompt_tokens=day.prompt_tokens + r.prompt_tokens,
+                completion_tokens=day.completion_tokens + r.completion_tokens,
+                estimated_cost_usd=day.estimated_cost_usd + r.estimated_cost_usd,
+            )
+        return sorted(totals.values(), key=lambda d: (d.day, d.model))

@@ -24,6 +24,7 @@ TABLES = {
     "ConnectionsTable": "seekless-connections",
     "JobsTable": "seekless-jobs",
     "BatchesTable": "seekless-batches",
+    "UsageTable": "seekless-usage",
 }
 
 

@@ -23,6 +23,7 @@ EXPECTED_STATUS = {
     "get_models": 200,
     "get_session": 200,
     "get_sessions": 200,
+    "get_usage": 200,
     "post_chat": 200,
     "post_chat_bad_json": 400,
     "post_chat_empty_messages": 400,

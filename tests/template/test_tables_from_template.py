@@ -37,6 +37,7 @@ def test_create_tables_names_each_table_after_its_logical_id(dynamodb: Any) -> N
         "ConnectionsTable": "seekless-connectionstable",
         "JobsTable": "seekless-jobstable",
         "BatchesTable": "seekless-batchestable",
+        "UsageTable": "seekless-usagetable",
     }
     assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(names.values())
 
@@ -49,6 +50,7 @@ def test_caller_chosen_names_override_the_default(dynamodb: Any) -> None:
         "ConnectionsTable": "seekless-connectionstable",
         "JobsTable": "seekless-jobstable",
         "BatchesTable": "seekless-batchestable",
+        "UsageTable": "seekless-usagetable",
     }
 
 

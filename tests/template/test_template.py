@@ -41,7 +41,7 @@ FUNCTIONS = {
 }
 # Durable tables: recoverable and retained. ConnectionsTable is ephemeral (see
 # test_websocket_template.py for what it must be instead).
-DURABLE_TABLES = {"SessionsTable", "ApiKeysTable", "JobsTable", "BatchesTable"}
+DURABLE_TABLES = {"SessionsTable", "ApiKeysTable", "JobsTable", "BatchesTable", "UsageTable"}
 
 
 # ---------------------------------------------------------------- lint and transform
@@ -145,6 +145,8 @@ def test_rest_function_reads_keys_and_writes_only_sessions(transformed: dict[str
     }
     assert granted({"Fn::Sub": "${SessionsTable.Arn}/index/by_tenant"}) == {"dynamodb:Query"}
     assert granted({"Ref": "DeepSeekApiKeySecret"}) == {"secretsmanager:GetSecretValue"}
+    # Usage: every chat adds to its tenant's counters; GET /v1/usage queries the tenant's partition.
+    assert granted({"Fn::GetAtt": ["UsageTable", "Arn"]}) == {"dynamodb:UpdateItem", "dynamodb:Query"}
     # Jobs: see test_jobs_template.py for what each grant is for.
     for resource in (
         {"Fn::GetAtt": ["JobsTable", "Arn"]},

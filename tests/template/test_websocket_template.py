@@ -236,6 +236,7 @@ WS_GRANTS: dict[str, dict[str, Any]] = {
         resource_key(_getatt_arn("JobsQueue")): {"sqs:SendMessage"},
         resource_key(_getatt_arn("GeneratorFunction")): {"lambda:InvokeFunction"},
         resource_key(_connections("POST")): {"execute-api:ManageConnections"},
+        resource_key(_getatt_arn("UsageTable")): {"dynamodb:UpdateItem"},  # a refused chat frame's error
     },
     "GeneratorFunction": {
         resource_key(_getatt_arn("SessionsTable")): {
@@ -254,6 +255,7 @@ WS_GRANTS: dict[str, dict[str, Any]] = {
         resource_key(_connections("GET")): {"execute-api:ManageConnections"},
         # the generation's key limits, and its daily/monthly token budget items
         resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        resource_key(_getatt_arn("UsageTable")): {"dynamodb:UpdateItem"},
     },
 }
 

@@ -302,6 +302,7 @@ WORKER_GRANTS = {
     resource_key({"Fn::Sub": f"{EXECUTE_API}/${{Stage}}/POST/@connections/*"}): {"execute-api:ManageConnections"},
     resource_key({"Ref": "DeepSeekApiKeySecret"}): {"secretsmanager:GetSecretValue"},
     resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem", "dynamodb:UpdateItem"},  # limits, budgets
+    resource_key(_getatt_arn("UsageTable")): {"dynamodb:UpdateItem"},  # each job adds to its tenant's usage
     # Batches: count each line's end, finish the batch whose last line this worker ended.
     resource_key(_getatt_arn("BatchesTable")): {
         "dynamodb:GetItem",

@@ -12,12 +12,13 @@ from fastapi import FastAPI, Header
 
 from seekless.api import deps
 from seekless.api.app import create_app
+from seekless.audit import Auditor
 from seekless.chat import ChatService
 from seekless.config import Settings
 from seekless.errors import AuthenticationFailed, UpstreamUnavailable
 from seekless.models import Principal
 from seekless.telemetry import RecordingTelemetry
-from tests.fakes import FakeCache, FakeChatModel, FakeSessions
+from tests.fakes import FakeCache, FakeChatModel, FakeSessions, RecordingUsage
 
 CHAT = {"model": "deepseek-flash", "messages": [{"role": "user", "content": "hello"}]}
 
@@ -33,9 +34,15 @@ def telemetry() -> RecordingTelemetry:
 
 
 @pytest.fixture
-def app(model: FakeChatModel, telemetry: RecordingTelemetry) -> FastAPI:
+def usage() -> RecordingUsage:
+    return RecordingUsage()
+
+
+@pytest.fixture
+def app(model: FakeChatModel, telemetry: RecordingTelemetry, usage: RecordingUsage) -> FastAPI:
     settings = Settings(max_body_bytes=4096)
-    app = create_app(settings=lambda: settings, telemetry=lambda: telemetry)
+    auditor = Auditor(usage=usage)
+    app = create_app(settings=lambda: settings, telemetry=lambda: telemetry, auditor=lambda: auditor)
     service = ChatService(settings=settings, model=model, cache=FakeCache(), sessions=FakeSessions())
 
     def authenticate(authorization: Annotated[str | None, Header()] = None) -> Principal:

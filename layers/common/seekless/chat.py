@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from seekless import audit
 from seekless.caching import CacheMode, cache_key, cache_mode
 from seekless.config import ModelSpec, Settings
 from seekless.contracts import (
@@ -133,6 +134,7 @@ class ChatService:
     ) -> PreparedChat:
         settings = self._settings
         spec = self.resolve_model(request.model)
+        audit.note_model(request.model)
         max_tokens = request.requested_max_tokens() or settings.default_max_tokens
         cap = min(settings.max_tokens_cap, spec.max_output_tokens)
         if max_tokens > cap:
@@ -383,15 +385,28 @@ class ChatService:
         telemetry = self._telemetry
         telemetry.count({"hit": "CacheHit", "miss": "CacheMiss", "bypass": "CacheBypass"}[label])
         telemetry.milliseconds("Latency", (self._clock() - started) * 1000)
+        audit.note_content(chat.new_messages, result.content)
         if label == "hit":
+            audit.note_answer(
+                cache=label, prompt_tokens=0, completion_tokens=0, prompt_cache_hit_tokens=0, estimated_cost_usd=0.0
+            )
             return  # a cache hit costs no tokens
         usage = result.usage
+        cost = estimated_cost_usd(chat.spec, usage)
+        audit.note_answer(
+            cache=label,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            prompt_cache_hit_tokens=usage.prompt_cache_hit_tokens,
+            estimated_cost_usd=cost,
+        )
         telemetry.count("PromptTokens", usage.prompt_tokens)
         telemetry.count("CompletionTokens", usage.completion_tokens)
         telemetry.count("PromptCacheHitTokens", usage.prompt_cache_hit_tokens)
-        telemetry.count("EstimatedCostMicroUSD", estimated_cost_usd(chat.spec, usage) * 1_000_000)
+        telemetry.count("EstimatedCostMicroUSD", cost * 1_000_000)
 
     def _count_error(self, error: SeeklessError) -> None:
+        audit.note_error(error)
         if isinstance(error, UpstreamError) or error.type == "rate_limit_error":
             self._telemetry.count("UpstreamErrors")
 

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     history_token_budget: int = 64_000
     key_cache_seconds: float = 60.0
 
+    # Audit and usage: one audit log record per request; per-tenant daily usage for GET /v1/usage
+    usage_table: str = "seekless-usage"
+    usage_retention_days: int = 400
+    audit_include_content: bool = False  # put prompts and answers in audit records (off: never logged)
+
     # WebSocket streaming
     connections_table: str = "seekless-connections"
     ws_endpoint: str | None = None  # the @connections management endpoint (https://{api}.execute-api.../{stage})

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from seekless.adapters.replies import AwsReplies
     from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
     from seekless.adapters.tickets import RedisTicketStore
+    from seekless.adapters.usage import DynamoUsageStore
     from seekless.adapters.ws_buffer import RedisRequestLog
+    from seekless.audit import Auditor
     from seekless.auth import Authenticator
     from seekless.batches import BatchService
     from seekless.chat import ChatService
@@ -156,6 +158,22 @@ def chat_service() -> ChatService:
         limiter=limiters(),
         limits_for=limits_by_key_id(),
     )
+
+
+@per_environment
+def usage_store() -> DynamoUsageStore:
+    from seekless.adapters.usage import DynamoUsageStore
+
+    config = settings()
+    return DynamoUsageStore(config.usage_table, retention_days=config.usage_retention_days)
+
+
+@per_environment
+def auditor() -> Auditor:
+    from seekless.audit import Auditor
+
+    config = settings()
+    return Auditor(usage=usage_store(), include_content=config.audit_include_content, telemetry=telemetry())
 
 
 @per_environment
@@ -291,6 +309,7 @@ def generator() -> Generator:
         notifier=notifier(),
         connections=connection_store(),
         options=StreamingOptions.from_settings(settings()),
+        auditor=auditor(),
     )
 
 
@@ -507,6 +526,7 @@ def worker() -> Worker:
         endings=job_endings(),
         limiter=limiters(),
         limits_for=limits_by_key_id(),
+        auditor=auditor(),
     )
 
 

@@ -10,7 +10,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seekless import wiring
 from seekless.api import errors
-from seekless.api.routes import batches, chat, jobs, models, page, sessions, tickets
+from seekless.api.routes import batches, chat, jobs, models, page, sessions, tickets, usage
+from seekless.audit import Auditor
 from seekless.config import Settings
 from seekless.errors import PayloadTooLarge
 from seekless.telemetry import Telemetry
@@ -58,10 +59,40 @@ class RequestMetrics:
         await self.app(scope, receive, observe)
 
 
+class AuditTrail:
+    """One audit record per HTTP request: its route template, status and latency; the authentication
+    dependency and the chat service fill in who asked and what it cost."""
+
+    def __init__(self, app: ASGIApp, auditor: Callable[[], Auditor]) -> None:
+        self.app = app
+        self.auditor = auditor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        event = scope.get("aws.event") or {}
+        request_id = (event.get("requestContext") or {}).get("requestId")
+        async with self.auditor().request(scope["method"] + " " + scope["path"], request_id=request_id) as record:
+
+            async def observe(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    record.status = message["status"]
+                await send(message)
+
+            try:
+                await self.app(scope, receive, observe)
+            finally:
+                route = scope.get("route")  # set by routing: the template, never ids from the path
+                template = getattr(route, "path", None)
+                record.route = f"{scope['method']} {template or '(unmatched)'}"
+
+
 def create_app(
     *,
     settings: Callable[[], Settings] = wiring.settings,
     telemetry: Callable[[], Telemetry] = wiring.telemetry,
+    auditor: Callable[[], Auditor] = wiring.auditor,
 ) -> FastAPI:
     """The app. Middleware reaches settings and metrics through these factories (tests pass their own);
     routes reach services through the dependencies in ``deps``."""
@@ -76,6 +107,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(RequestMetrics, telemetry=telemetry)
+    app.add_middleware(AuditTrail, auditor=auditor)  # outermost: even a refused body leaves a record
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:
@@ -95,5 +127,6 @@ def create_app(
     app.include_router(tickets.router)
     app.include_router(jobs.router)
     app.include_router(batches.router)
+    app.include_router(usage.router)
     app.include_router(page.router)
     return app

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 from pydantic import ValidationError
 
-from seekless import wiring
+from seekless import audit, wiring
 from seekless.adapters.tickets import RedisTicketStore
 from seekless.api.errors import validation_error
+from seekless.audit import UsageStore
 from seekless.batches import BatchService
 from seekless.chat import ChatService
 from seekless.config import Settings
@@ -30,7 +31,9 @@ DEADLINE_MARGIN_SECONDS = 1.0
 
 
 async def authenticate(authorization: Annotated[str | None, Header()] = None) -> Principal:
-    return wiring.authenticator().authenticate(authorization)
+    principal = wiring.authenticator().authenticate(authorization)
+    audit.note_principal(principal)
+    return principal
 
 
 async def deadline(request: Request) -> float:
@@ -67,6 +70,10 @@ async def batch_service() -> BatchService:
     return wiring.batch_service()
 
 
+async def usage_store() -> UsageStore:
+    return wiring.usage_store()
+
+
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 Deadline = Annotated[float, Depends(deadline)]
 Chat = Annotated[ChatService, Depends(chat_service)]
@@ -75,6 +82,7 @@ AppSettings = Annotated[Settings, Depends(settings)]
 Tickets = Annotated[RedisTicketStore, Depends(ticket_store)]
 Jobs = Annotated[JobService, Depends(job_service)]
 Batches = Annotated[BatchService, Depends(batch_service)]
+Usage = Annotated[UsageStore, Depends(usage_store)]
 
 
 async def chat_request(request: Request, config: AppSettings) -> ChatCompletionRequest:

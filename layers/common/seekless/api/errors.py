@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from seekless import audit
 from seekless.errors import InvalidRequest, SeeklessError
 
 logger = logging.getLogger("seekless.api")
@@ -18,6 +19,7 @@ _HTTP_TYPES = {401: "authentication_error", 404: "invalid_request_error", 405: "
 
 
 def error_response(error: SeeklessError) -> JSONResponse:
+    audit.note_error(error)
     return JSONResponse(error.to_body(), status_code=error.status, headers=error.headers())
 
 

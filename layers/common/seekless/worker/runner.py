@@ -49,6 +49,8 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from seekless import audit
+from seekless.audit import Auditor
 from seekless.chat import ChatService, PreparedChat
 from seekless.config import Settings
 from seekless.contracts import ChatResult, GenerationJob, ResultBuilder, StreamEnd, StreamEvent
@@ -226,6 +228,14 @@ def _recover_ids(body: str) -> tuple[str, str] | None:
     return None
 
 
+def _audit_route(job: GenerationJob) -> str:
+    if job.batch_id:
+        return "batch.line"
+    if job.reply_to:
+        return "queued.request"
+    return "ws.job" if job.connection_id else "job"
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
@@ -251,6 +261,7 @@ class Worker:
         endings: JobEndings | None = None,
         limiter: RateLimiter | Sequence[RateLimiter] | None = None,
         limits_for: Callable[[str], KeyLimits] | None = None,
+        auditor: Auditor | None = None,
     ) -> None:
         self.config = config
         self.owner = owner or default_owner()
@@ -266,6 +277,7 @@ class Worker:
         self._endings = endings
         self._limiter = limiter
         self._limits_for = limits_for
+        self._auditor = auditor or Auditor(telemetry=self._telemetry)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         # Every running job's (status, lease owner), refreshed for all of them by one batched read per
@@ -425,7 +437,9 @@ class Worker:
             await self._poison(message, error)
             return
         try:
-            await self._run(job, message)
+            principal = Principal(tenant_id=job.tenant_id, key_id=job.key_id)
+            async with self._auditor.request(_audit_route(job), request_id=job.job_id, principal=principal):
+                await self._run(job, message)
         except asyncio.CancelledError:
             await self._hand_back(job, message)  # shutdown past the grace period
             raise
@@ -479,6 +493,7 @@ class Worker:
             return
         record = await self._claim(job, message)
         if record is None:
+            audit.handed_off()  # a copy of a job another delivery ran or runs: that one is the request
             return
         state = _RunState()
         tap = _Tap(self._model)
@@ -729,6 +744,7 @@ class Worker:
         await self._delete(message)
 
     async def _fail(self, job: GenerationJob, message: QueueMessage, error: SeeklessError) -> None:
+        audit.note_error(error)
         logger.info("job %s failed: %s (%s)", job.job_id, error.code, error.message)
         try:
             await asyncio.to_thread(

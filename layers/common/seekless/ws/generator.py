@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from seekless import audit
+from seekless.audit import Auditor
 from seekless.chat import ChatService
 from seekless.config import Settings
 from seekless.contracts import GenerationJob, StreamDelta, StreamEnd, StreamEvent
@@ -125,8 +127,10 @@ class Generator:
         connections: Connections,
         options: StreamingOptions | None = None,
         clock: Any = time.monotonic,
+        auditor: Auditor | None = None,
     ) -> None:
         self._chat = chat
+        self._auditor = auditor or Auditor()
         self._log = log
         self._notifier = notifier
         self._connections = connections
@@ -134,16 +138,21 @@ class Generator:
         self._clock = clock
 
     async def run(self, job: GenerationJob, *, deadline: float) -> FrameEmitter:
+        """Stream one chat to its connection; one audit record for it (or the worker's, when it runs a job)."""
+        principal = Principal(tenant_id=job.tenant_id, key_id=job.key_id)
+        async with self._auditor.request("ws.chat", request_id=job.job_id, principal=principal):
+            return await self._run(job, principal, deadline)
+
+    async def _run(self, job: GenerationJob, principal: Principal, deadline: float) -> FrameEmitter:
         emitter = FrameEmitter(
             job, log=self._log, notifier=self._notifier, connections=self._connections, clock=self._clock
         )
-        principal = Principal(tenant_id=job.tenant_id, key_id=job.key_id)
         try:
             prepared = self._chat.prepare(
                 job.request, principal, headers={}, deadline=deadline, session_id=job.session_id
             )
         except SeeklessError as error:
-            await emitter.emit("error", code=error.code or error.type, message=error.message)
+            await _error(emitter, error)
             return emitter
         # Upstream starts first; the client hears back at once while it works (thinking models take
         # long to their first token), and a cancel must work during that wait too.
@@ -161,7 +170,7 @@ class Generator:
         try:
             stream = starting.result()
         except SeeklessError as error:
-            await emitter.emit("error", code=error.code or error.type, message=error.message)
+            await _error(emitter, error)
             return emitter
         await self._relay(stream.events, emitter, cache=stream.cache)
         return emitter
@@ -216,7 +225,7 @@ class Generator:
                     return
                 elif isinstance(item, SeeklessError):
                     await flush()
-                    await emitter.emit("error", code=item.code or item.type, message=item.message)
+                    await _error(emitter, item)
                     return
                 if self._should_stop(emitter):
                     pumping.cancel()
@@ -226,3 +235,8 @@ class Generator:
         finally:
             pumping.cancel()
             await asyncio.gather(pumping, return_exceptions=True)
+
+
+async def _error(emitter: FrameEmitter, error: SeeklessError) -> None:
+    audit.note_error(error)
+    await emitter.emit("error", code=error.code or error.type, message=error.message)
