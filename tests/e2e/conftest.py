@@ -10,10 +10,14 @@ import pytest
 from seekless_local.stack import LocalStack
 from tests.stacks import clean_upstream, emulated_stack
 
+# The DeepSeek key every function of this stack holds: test_secrets.py looks for it everywhere it must
+# never be (the emulator accepts any key).
+CANARY_DEEPSEEK_KEY = "sk-canary-deepseek-3f8e21c0d9b74a65"
+
 
 @pytest.fixture(scope="package")
 def stack() -> Iterator[LocalStack]:
-    with emulated_stack(worker=True) as running:
+    with emulated_stack(worker=True, extra_env={"DEEPSEEK_API_KEY": CANARY_DEEPSEEK_KEY}) as running:
         yield running
 
 
