@@ -113,6 +113,8 @@ async def test_redis_down_follows_the_configured_policy_and_says_so(policy: Any,
     finally:
         await down.aclose()
     assert telemetry.counts.get("RateLimiterErrors") == 1
+    decided, other = ("RateLimitFailedOpen", "RateLimitFailedClosed")[:: 1 if admits else -1]
+    assert telemetry.counts.get(decided) == 1 and other not in telemetry.counts
 
 
 async def test_over_the_limit_makes_no_upstream_call(clients: list[Redis], emulator: EmulatorServer) -> None:

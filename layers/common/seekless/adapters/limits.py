@@ -80,6 +80,8 @@ class RedisRateLimiter:
             answer = await self._admit(keys=self._keys(principal.key_id, window), args=[rpm, tpm, tokens, COUNTER_TTL])
         except (RedisError, OSError) as error:
             self._telemetry.count("RateLimiterErrors")
+            # Which way the policy went, so a dashboard tells "admitted unchecked" from "refused".
+            self._telemetry.count("RateLimitFailedOpen" if self._on_error == "open" else "RateLimitFailedClosed")
             if self._on_error == "closed":
                 raise ServiceUnavailable(
                     "Rate limits cannot be checked right now; retry shortly.", code="rate_limiter_unavailable"
