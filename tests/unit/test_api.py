@@ -110,6 +110,26 @@ async def test_invalid_request_is_400_naming_the_param(
     assert model.calls == []
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "options", "param"),
+    [
+        ("POST", "/v1/chat/completions", {"json": CHAT, "headers": {"X-Session-Id": "a b"}}, "header.x-session-id"),
+        ("POST", "/v1/chat/completions", {"json": {**CHAT, "session_id": "s" * 129}}, "session_id"),
+        ("GET", "/v1/sessions", {"params": {"after": "s" * 129}}, "query.after"),
+        ("GET", "/v1/sessions/" + "s" * 129, {}, "path.session_id"),
+        ("POST", "/v1/sessions", {"json": {"metadata": {"k" * 65: "v"}}}, "metadata.kkk"),
+        ("POST", "/v1/sessions", {"json": {"metadata": {f"k{i}": "v" for i in range(17)}}}, "metadata"),
+    ],
+)
+async def test_ids_cursors_and_metadata_over_their_limits_are_400(
+    app: FastAPI, client: httpx.AsyncClient, model: FakeChatModel, method: str, url: str, options: dict, param: str
+) -> None:
+    app.dependency_overrides[deps.session_store] = FakeSessions
+    error = assert_openai_error(await client.request(method, url, **options), 400)
+    assert error["param"].startswith(param)
+    assert model.calls == []
+
+
 async def test_body_over_the_cap_is_413(client: httpx.AsyncClient, model: FakeChatModel) -> None:
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}
     assert assert_openai_error(await client.post("/v1/chat/completions", json=big), 413)["code"] == "request_too_large"

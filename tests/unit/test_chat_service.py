@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from seekless.chat import ChatService, estimated_cost_usd, replay
-from seekless.config import Settings
+from seekless.config import ModelSpec, Settings
 from seekless.contracts import ChatCompletionRequest, StreamDelta, StreamEnd, Usage
 from seekless.errors import InvalidRequest, NotFound, UpstreamUnavailable
 from seekless.models import Principal
@@ -86,6 +86,30 @@ def test_max_tokens_over_the_cap_is_refused(service: ChatService) -> None:
     with pytest.raises(InvalidRequest) as caught:
         prepare(service, request(max_tokens=Settings().max_tokens_cap + 1))
     assert caught.value.param == "max_tokens" and caught.value.status == 400
+
+
+def test_input_limits_are_checked_before_the_session_is_read(model: FakeChatModel) -> None:
+    sessions = FakeSessions()  # holds no session: reading one would be a NotFound
+    service = ChatService(settings=Settings(max_message_chars=5), model=model, cache=None, sessions=sessions)
+    with pytest.raises(InvalidRequest) as caught:
+        prepare(service, request(messages=[{"role": "user", "content": "too long"}]), session_id="sess_missing")
+    assert (caught.value.param, caught.value.code) == ("messages.0.content", "string_above_max_length")
+
+
+def test_session_history_counts_towards_the_context_window(model: FakeChatModel, sessions: FakeSessions) -> None:
+    small = ModelSpec(upstream="deepseek-flash", context_tokens=1_000)
+    service = ChatService(
+        settings=Settings(models={"deepseek-flash": small}), model=model, cache=None, sessions=sessions
+    )
+    session = sessions.create("dev", title=None, metadata={})
+    sessions.append(
+        "dev", session.id, [{"role": "user", "content": "x" * 3_800}, {"role": "assistant", "content": "ok"}]
+    )
+    prepare(service, request(max_tokens=100))
+
+    with pytest.raises(InvalidRequest) as caught:
+        prepare(service, request(max_tokens=100), session_id=session.id)
+    assert (caught.value.param, caught.value.code) == ("messages", "context_length_exceeded")
 
 
 def test_json_mode_without_the_word_json_is_refused(service: ChatService) -> None:

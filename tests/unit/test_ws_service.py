@@ -103,6 +103,23 @@ async def test_bad_input_gets_an_error_frame_and_nothing_is_started(
     assert invoker.payloads == [] and log.meta == {}
 
 
+async def test_an_input_limit_breach_names_its_param_in_the_error_frame(
+    model: FakeChatModel, log: FakeRequestLog, notifier: FakeNotifier, invoker: FakeInvoker
+) -> None:
+    chat = ChatService(settings=Settings(max_message_chars=5), model=model, cache=FakeCache(), sessions=FakeSessions())
+    service = WsService(chat=chat, log=log, notifier=notifier, invoker=invoker)
+    await service.handle("c1", DEV, chat_message(message="too long"))
+    (sent,) = notifier.frames("c1")
+    assert {k: sent[k] for k in ("type", "request_id", "code", "param")} == {
+        "type": "error",
+        "request_id": "r1",
+        "code": "string_above_max_length",
+        "param": "messages.0.content",
+    }
+    assert "maximum length 5" in sent["message"]
+    assert invoker.payloads == [] and log.meta == {} and model.calls == []
+
+
 async def test_ping_answers_pong(service: WsService, notifier: FakeNotifier) -> None:
     await service.handle("c1", DEV, '{"action": "ping"}')
     assert notifier.frames("c1") == [{"type": "pong", "request_id": None, "seq": 0}]

@@ -31,6 +31,7 @@ from seekless.contracts import (
     Usage,
 )
 from seekless.errors import InvalidRequest, NotFound, SeeklessError, UpstreamError
+from seekless.input_limits import check_context, check_request
 from seekless.limits import RateLimiter, Reservation, reservation_tokens
 from seekless.models import KeyLimits, Principal
 from seekless.ports import ChatModel, ResponseCache, SessionStore
@@ -143,8 +144,7 @@ class ChatService:
                 param="max_tokens",
                 code="invalid_value",
             )
-        if len(request.messages) > settings.max_messages:
-            raise InvalidRequest(f"Too many messages (at most {settings.max_messages}).", param="messages")
+        check_request(request, settings)
         new_messages = [_upstream_message(m.model_dump(exclude_none=True)) for m in request.messages]
         thinking = spec.thinking or (request.thinking.type if request.thinking else "enabled")
         session_id = session_id or request.session_id
@@ -176,6 +176,7 @@ class ChatService:
         body.update(dumped)
         if request.response_format is not None:
             body["response_format"] = request.response_format.model_dump()
+        check_context(body, spec)
         mode = cache_mode(body, headers)
         return PreparedChat(
             principal=principal,
@@ -422,8 +423,8 @@ class _NoModel:
 
 
 def validation_only(settings: Settings) -> ChatService:
-    """A ChatService that checks requests as the chat route does (model, max_tokens, JSON mode) and
-    holds no client: what batch ingest and queued requests validate with."""
+    """A ChatService that checks requests as the chat route does (model, max_tokens, input limits, JSON
+    mode) and holds no client: what batch ingest and queued requests validate with."""
     return ChatService(settings=settings, model=_NoModel(), cache=None, sessions=None)
 
 

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     max_tokens_cap: int = 32_768
     default_max_tokens: int = 4_096
     max_messages: int = 2_000
+    max_message_chars: int = 1_000_000  # characters of one message's content (a 1 MiB body holds about this many)
+    max_tools: int = 128  # OpenAI's limit
+    max_tools_bytes: int = 262_144  # the tools array as compact JSON
+    max_stop_sequences: int = 4  # OpenAI's limit (DeepSeek itself takes 16)
+    max_user_chars: int = 512  # `user` is stored with jobs but never sent upstream (user_id is a tenant hash)
 
     # Upstream call behaviour
     request_deadline_seconds: float = 25.0  # under API Gateway's 29 s integration timeout

@@ -14,6 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Role = Literal["system", "user", "assistant", "tool"]
 
+# A session id is part of DynamoDB keys ("T#<tenant>#S#<session>"): a short, plain alphabet keeps it far
+# below the 2 KB key limit and free of the "#" that separates the key's fields.
+SESSION_ID_MAX_LENGTH = 128
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+SessionId = Annotated[str, Field(min_length=1, max_length=SESSION_ID_MAX_LENGTH, pattern=SESSION_ID_PATTERN)]
+# OpenAI's metadata: at most 16 pairs, keys of at most 64 characters, values of at most 512.
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]], Field(max_length=16)
+]
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -96,7 +106,7 @@ class ChatCompletionRequest(BaseModel):
     n: Annotated[int, Field(ge=1, le=1)] | None = None
     user: str | None = None
     # seekless extension: continue a stored conversation (also the X-Session-Id header).
-    session_id: str | None = None
+    session_id: SessionId | None = None
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -311,5 +321,5 @@ class RequestMessage(BaseModel):
     tenant_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
     key_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")] = "sqs"
     request: ChatCompletionRequest
-    session_id: str | None = None
+    session_id: SessionId | None = None
     reply_to: ReplyTo

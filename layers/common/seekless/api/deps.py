@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Query, Request
 from pydantic import ValidationError
 
 from seekless import audit, wiring
@@ -15,7 +15,7 @@ from seekless.audit import UsageStore
 from seekless.batches import BatchService
 from seekless.chat import ChatService
 from seekless.config import Settings
-from seekless.contracts import ChatCompletionRequest
+from seekless.contracts import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN, ChatCompletionRequest
 from seekless.errors import PayloadTooLarge
 from seekless.jobs import JobService
 from seekless.models import Principal
@@ -23,6 +23,9 @@ from seekless.ports import SessionStore
 
 # Leave the Lambda this much time after the upstream deadline to answer with a clean 504.
 DEADLINE_MARGIN_SECONDS = 1.0
+# Ids in paths and list cursors become DynamoDB keys (2 KB at most; DynamoDB refuses a longer one with an
+# error that would be a 500) and are echoed in a 404: every id seekless mints is far shorter.
+ID_MAX_LENGTH = 128
 
 
 # Every dependency is async on purpose: FastAPI runs plain ``def`` dependencies on a worker thread,
@@ -83,6 +86,12 @@ Tickets = Annotated[RedisTicketStore, Depends(ticket_store)]
 Jobs = Annotated[JobService, Depends(job_service)]
 Batches = Annotated[BatchService, Depends(batch_service)]
 Usage = Annotated[UsageStore, Depends(usage_store)]
+ResourceId = Annotated[str, Path(max_length=ID_MAX_LENGTH)]
+After = Annotated[str | None, Query(max_length=ID_MAX_LENGTH)]
+# X-Session-Id is held to the same rule as a body's session_id.
+SessionHeader = Annotated[
+    str | None, Header(min_length=1, max_length=SESSION_ID_MAX_LENGTH, pattern=SESSION_ID_PATTERN)
+]
 
 
 async def chat_request(request: Request, config: AppSettings) -> ChatCompletionRequest:

@@ -11,21 +11,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from seekless.contracts import ChatCompletionRequest
+from seekless.contracts import ChatCompletionRequest, SessionId
 
 RequestId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 MAX_MESSAGE_BYTES = 128 * 1024  # API Gateway's WebSocket message limit
 
 
 class FrameError(Exception):
-    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+    def __init__(self, code: str, message: str, request_id: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.param = param
 
     def frame(self) -> dict[str, Any]:
-        return error_frame(self.request_id, 0, self.code, self.message)
+        return error_frame(self.request_id, 0, self.code, self.message, param=self.param)
 
 
 class ChatAction(BaseModel):
@@ -35,7 +36,7 @@ class ChatAction(BaseModel):
 
     action: Literal["chat"]
     request_id: RequestId
-    session_id: str | None = None
+    session_id: SessionId | None = None
     messages: list[dict[str, Any]] | None = None
     message: str | None = None
     model: str = "deepseek-flash"
@@ -99,7 +100,7 @@ def _invalid(error: ValidationError, request_id: str | None) -> FrameError:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ()))
     detail = f"'{where}': {first.get('msg')}" if where else str(first.get("msg"))
-    return FrameError("invalid_request", f"Invalid request: {detail}", request_id)
+    return FrameError("invalid_request", f"Invalid request: {detail}", request_id, param=where or None)
 
 
 def parse_action(body: str | bytes | None) -> Action:
@@ -127,8 +128,11 @@ def frame(kind: str, request_id: str | None, seq: int, **fields: Any) -> dict[st
     return {"type": kind, "request_id": request_id, "seq": seq, **fields}
 
 
-def error_frame(request_id: str | None, seq: int, code: str, message: str) -> dict[str, Any]:
-    return frame("error", request_id, seq, code=code, message=message)
+def error_frame(request_id: str | None, seq: int, code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    """``param`` names the one field at fault, as REST's error does; it is left out when there is none."""
+    if param is None:
+        return frame("error", request_id, seq, code=code, message=message)
+    return frame("error", request_id, seq, code=code, message=message, param=param)
 
 
 def encode(value: dict[str, Any]) -> bytes:

@@ -51,7 +51,7 @@ class Invoker(Protocol):
 
 def frame_for(error: SeeklessError, request_id: str | None) -> dict[str, Any]:
     """The error table's entry for WebSocket: the same code a REST client would see."""
-    return error_frame(request_id, 0, error.code or error.type, error.message)
+    return error_frame(request_id, 0, error.code or error.type, error.message, param=error.param)
 
 
 QUEUED_SEQ = 1  # a job's ``queued`` frame; the worker's frames follow from seq 2

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from seekless.api.deps import Batches, CurrentPrincipal
+from seekless.api.deps import After, Batches, CurrentPrincipal, ResourceId
 from seekless.api.lists import list_page
+from seekless.contracts import Metadata
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 
@@ -19,7 +20,7 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 class UploadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] | None = None
+    metadata: Metadata | None = None
     filename: Annotated[str, Field(max_length=255)] | None = None
 
 
@@ -34,18 +35,18 @@ def create_upload(principal: CurrentPrincipal, batches: Batches, body: UploadReq
 
 @router.get("")
 def list_batches(
-    principal: CurrentPrincipal, batches: Batches, limit: Limit = 20, after: str | None = None
+    principal: CurrentPrincipal, batches: Batches, limit: Limit = 20, after: After = None
 ) -> dict[str, Any]:
     page = batches.list_batches(principal, limit=limit, after=after)
     return list_page([batches.describe(batch) for batch in page.items], page.has_more)
 
 
 @router.get("/{batch_id}")
-def get_batch(batch_id: str, principal: CurrentPrincipal, batches: Batches) -> dict[str, Any]:
+def get_batch(batch_id: ResourceId, principal: CurrentPrincipal, batches: Batches) -> dict[str, Any]:
     return batches.describe(batches.get(principal, batch_id))
 
 
 @router.post("/{batch_id}/cancel")
-def cancel_batch(batch_id: str, principal: CurrentPrincipal, batches: Batches) -> dict[str, Any]:
+def cancel_batch(batch_id: ResourceId, principal: CurrentPrincipal, batches: Batches) -> dict[str, Any]:
     """Lines not yet run are cancelled; running ones finish. A batch that has ended answers 409."""
     return batches.describe(batches.cancel(principal, batch_id))

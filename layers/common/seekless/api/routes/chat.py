@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from seekless.api.deps import Chat, ChatRequestBody, CurrentPrincipal, Deadline
+from seekless.api.deps import Chat, ChatRequestBody, CurrentPrincipal, Deadline, SessionHeader
 from seekless.api.sse import sse_events
 from seekless.caching import CACHE_HEADER
 from seekless.contracts import ChatCompletionRequest
@@ -22,7 +22,7 @@ async def create_chat_completion(
     principal: CurrentPrincipal,
     chat: Chat,
     deadline: Deadline,
-    x_session_id: Annotated[str | None, Header()] = None,
+    x_session_id: SessionHeader = None,
 ) -> Response:
     prepared = chat.prepare(body, principal, headers=request.headers, deadline=deadline, session_id=x_session_id)
     if not body.stream:

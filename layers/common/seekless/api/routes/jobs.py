@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 
-from seekless.api.deps import Chat, ChatRequestBody, CurrentPrincipal, Deadline, Jobs
+from seekless.api.deps import After, Chat, ChatRequestBody, CurrentPrincipal, Deadline, Jobs, ResourceId, SessionHeader
 from seekless.api.lists import list_page
 from seekless.jobs import JobStatus
 
@@ -23,7 +23,7 @@ def create_job(
     chat: Chat,
     jobs: Jobs,
     deadline: Deadline,
-    x_session_id: Annotated[str | None, Header()] = None,
+    x_session_id: SessionHeader = None,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """202 with the job's id; the same Idempotency-Key (same tenant, same body) answers with the same job."""
@@ -39,7 +39,7 @@ def list_jobs(
     jobs: Jobs,
     status: JobStatus | None = None,
     limit: Limit = 20,
-    after: str | None = None,
+    after: After = None,
 ) -> dict[str, Any]:
     """The tenant's jobs, newest first, without results (GET one job for its result)."""
     page = jobs.list_jobs(principal, status=status, limit=limit, after=after)
@@ -47,11 +47,11 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> dict[str, Any]:
+def get_job(job_id: ResourceId, principal: CurrentPrincipal, jobs: Jobs) -> dict[str, Any]:
     return jobs.get(principal, job_id).to_api()
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, principal: CurrentPrincipal, jobs: Jobs) -> dict[str, Any]:
+def cancel_job(job_id: ResourceId, principal: CurrentPrincipal, jobs: Jobs) -> dict[str, Any]:
     """queued or running → cancelled; a finished job answers 409."""
     return jobs.cancel(principal, job_id).to_api()

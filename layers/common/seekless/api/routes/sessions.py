@@ -7,8 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from seekless.api.deps import CurrentPrincipal, Sessions
+from seekless.api.deps import After, CurrentPrincipal, ResourceId, Sessions
 from seekless.api.lists import list_page
+from seekless.contracts import Metadata
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -18,7 +19,7 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 class CreateSession(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: Annotated[str, Field(max_length=256)] | None = None
-    metadata: Annotated[dict[str, Annotated[str, Field(max_length=512)]], Field(max_length=16)] = {}
+    metadata: Metadata = {}
 
 
 @router.post("", status_code=201)
@@ -31,7 +32,7 @@ def create_session(
 
 @router.get("")
 def list_sessions(
-    principal: CurrentPrincipal, sessions: Sessions, limit: Limit = 20, after: str | None = None
+    principal: CurrentPrincipal, sessions: Sessions, limit: Limit = 20, after: After = None
 ) -> dict[str, Any]:
     page = sessions.list_sessions(principal.tenant_id, limit=limit, after=after)
     return list_page([s.to_api() for s in page.items], page.has_more)
@@ -39,7 +40,7 @@ def list_sessions(
 
 @router.get("/{session_id}")
 def get_session(
-    session_id: str,
+    session_id: ResourceId,
     principal: CurrentPrincipal,
     sessions: Sessions,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -53,6 +54,6 @@ def get_session(
 
 
 @router.delete("/{session_id}")
-def delete_session(session_id: str, principal: CurrentPrincipal, sessions: Sessions) -> dict[str, Any]:
+def delete_session(session_id: ResourceId, principal: CurrentPrincipal, sessions: Sessions) -> dict[str, Any]:
     sessions.delete(principal.tenant_id, session_id)
     return {"id": session_id, "object": "session.deleted", "deleted": True}
