@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from seekless_local.stack import LocalStack, StackConfig
 
 
 @contextmanager
-def emulated_stack(**config: bool) -> Iterator[LocalStack]:
+def emulated_stack(**config: Any) -> Iterator[LocalStack]:
     with LocalStack(StackConfig(rest_port=0, ws_port=0, **config)) as running:
         assert running.emulator is not None, "these suites run against the DeepSeek emulator"
         yield running
