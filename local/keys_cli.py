@@ -1,35 +1,48 @@
-"""`seekless keys`: an operator's API key commands (create, list, revoke, rotate), straight against the
-keys table with the operator's own AWS credentials. docs/CLI.md is the user's guide.
+"""`seekless keys`: an operator's API key commands (create, list, revoke, rotate). docs/CLI.md is the
+user's guide.
 
-The target is the running `seekless dev` stack (its state file names the moto endpoint and the table),
-or a deployed stack's table given `--table` (its `ApiKeysTableName` output). A new key is printed once,
-on stdout, and never logged; the table keeps only its SHA-256 hash. There is no admin REST API yet:
-whoever may write the table manages keys.
+Where the keys are managed:
+- a REST API's admin routes (/v1/admin/keys) given `--url` (or SEEKLESS_URL) and the admin key
+  (`--admin-key` or SEEKLESS_ADMIN_KEY): a deployed stack, or the local one;
+- with neither `--url` nor `--table`: the running `seekless dev`'s admin routes, found with its admin
+  key through its state file;
+- a keys table given `--table` (a deployed stack's `ApiKeysTableName` output), straight through
+  DynamoDB with the operator's own AWS credentials: the bootstrap path, before anyone holds the admin
+  key, and the one left when the API is down.
+Both ways end in the same ``KeyAdmin`` and the same API objects (``ApiKeyRecord.to_api``), so the
+output is the same. A new key is printed once, on stdout, and never logged; the admin key is never
+printed at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
 
-from seekless.errors import Conflict, SeeklessError
+from seekless.errors import SeeklessError
+from seekless_local.client_cli import ApiError, Rest
 
 if TYPE_CHECKING:
-    from seekless.adapters.dynamodb import DynamoKeyStore
-    from seekless.models import ApiKeyRecord, KeyLimits
+    import httpx
+
+    from seekless.keys import KeyAdmin
+    from seekless_local.stack import LocalServices
 
 Run = Callable[[argparse.Namespace], int]
-MINT_ATTEMPTS = 3  # a new key whose id is taken (a 48-bit prefix collision) is minted again
 LIMIT_OPTIONS = {
     "rpm": "requests per minute",
     "tpm": "tokens per minute (prompt estimate + max_tokens reserved, then reconciled)",
     "daily_tokens": "tokens per day",
     "monthly_tokens": "tokens per month",
 }
+PAGE_SIZE = 100  # the admin API's largest page
 
 
 class KeysError(Exception):
@@ -47,9 +60,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Add `keys` (create, list, revoke, rotate) to the `seekless` parser."""
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument(
+        "--url",
+        metavar="URL",
+        help="a REST API's base URL, /v1 included (default SEEKLESS_URL, else the running `seekless dev`)",
+    )
+    target.add_argument(
+        "--admin-key",
+        metavar="KEY",
+        help="the admin key for --url (default SEEKLESS_ADMIN_KEY; prefer the variable: a command line is visible)",
+    )
+    target.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="seconds to wait for the API (60)"
+    )
+    target.add_argument(
         "--table",
         metavar="NAME",
-        help="a deployed stack's keys table (its ApiKeysTableName output); default: the running `seekless dev`",
+        help="manage a deployed stack's keys table (its ApiKeysTableName output) with your AWS credentials instead",
     )
     target.add_argument("--region", metavar="REGION", help="the table's region (with --table; default: AWS config)")
     target.add_argument("--endpoint-url", metavar="URL", help="a DynamoDB endpoint other than AWS's (with --table)")
@@ -58,8 +84,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     keys = commands.add_parser(
         "keys",
         help="manage API keys (operators)",
-        description="Create, list, revoke and rotate API keys in the local stack's keys table, or a deployed "
-        "stack's with --table and your AWS credentials.",
+        description="Create, list, revoke and rotate API keys through a REST API's admin routes (the running "
+        "`seekless dev` by default, a deployed stack with --url and its admin key), or straight in a keys table "
+        "with --table and your AWS credentials.",
     ).add_subparsers(dest="keys_command", required=True)
 
     create = keys.add_parser("create", parents=[target], help="create a key for a tenant and print it once")
@@ -92,17 +119,25 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     rotate.set_defaults(run=_command(_rotate))
     for parser in (create, listing, revoke, rotate):
-        parser.set_defaults(clock=time.time, client=None)
+        parser.set_defaults(clock=time.time, client=None, transport=None)
 
 
-def main(argv: list[str] | None = None, *, clock: Callable[[], float] | None = None, client: Any = None) -> int:
-    """`keys` on its own parser; ``clock`` and ``client`` (a boto3 DynamoDB client) are for tests."""
+def main(
+    argv: list[str] | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+    client: Any = None,
+    transport: httpx.BaseTransport | None = None,
+) -> int:
+    """`keys` on its own parser. For tests: ``clock`` and ``client`` (a boto3 DynamoDB client) for
+    --table, ``transport`` (httpx) for the REST API."""
     parser = argparse.ArgumentParser(prog="seekless")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     if clock is not None:
         args.clock = clock
     args.client = client
+    args.transport = transport
     return int(args.run(args))
 
 
@@ -133,20 +168,23 @@ def _command(run: Run) -> Run:
     def guarded(args: argparse.Namespace) -> int:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        error: dict[str, Any]
         try:
             return run(args)
-        except SeeklessError as error:
-            failure = KeysError(error.message, code=error.code)
-        except ClientError as error:
-            failure = _aws_error(error, args)
-        except BotoCoreError as error:  # no credentials, no region, endpoint unreachable...
-            failure = KeysError(f"AWS: {error}", code="aws_error")
-        except KeysError as error:
-            failure = error
+        except SeeklessError as failure:  # from the table: the object the admin API would answer with
+            error = failure.to_body()["error"]
+        except ApiError as failure:  # the admin API's own error object, or a connection error
+            error = failure.error
+        except ClientError as failure:
+            error = _aws_error(failure, args).error
+        except BotoCoreError as failure:  # no credentials, no region, endpoint unreachable...
+            error = KeysError(f"AWS: {failure}", code="aws_error").error
+        except KeysError as failure:
+            error = failure.error
         if args.json:
-            print(json.dumps({"error": failure.error}))
+            print(json.dumps({"error": error}))
         else:
-            print(f"error: {failure.error['message']}", file=sys.stderr)
+            print(f"error: {error.get('message')}", file=sys.stderr)
         return 1
 
     return guarded
@@ -156,83 +194,185 @@ def _aws_error(error: Any, args: argparse.Namespace) -> KeysError:
     code = str(error.response.get("Error", {}).get("Code", ""))
     message = str(error.response.get("Error", {}).get("Message", error))
     if code == "ResourceNotFoundException":
-        where = f"table {args.table!r}" if args.table else "the local stack's keys table"
-        return KeysError(f"{where} was not found ({message}); check --table and --region", code="table_not_found")
+        return KeysError(
+            f"table {args.table!r} was not found ({message}); check --table and --region", code="table_not_found"
+        )
     return KeysError(f"AWS {code}: {message}", code="aws_error")
 
 
-# -- the target -------------------------------------------------------------------------------------
+# -- where the keys are -----------------------------------------------------------------------------
 
 
-def _store(args: argparse.Namespace) -> DynamoKeyStore:
+class Keys(Protocol):
+    """Key management as the admin API offers it; every answer is the API's JSON object."""
+
+    def create(self, tenant: str, name: str | None, limits: dict[str, int | None]) -> dict[str, Any]: ...
+
+    def list(self, tenant: str | None) -> dict[str, Any]: ...
+
+    def revoke(self, key_id: str) -> dict[str, Any]: ...
+
+    def rotate(self, key_id: str, grace_seconds: int) -> dict[str, Any]: ...
+
+
+class TableKeys:
+    """Straight in the keys table (``--table``), through the same KeyAdmin as the admin routes."""
+
+    def __init__(self, admin: KeyAdmin) -> None:
+        self._admin = admin
+
+    def create(self, tenant: str, name: str | None, limits: dict[str, int | None]) -> dict[str, Any]:
+        from seekless.models import KeyLimits
+
+        return self._admin.create(tenant, name=name, limits=KeyLimits(**limits)).to_api()
+
+    def list(self, tenant: str | None) -> dict[str, Any]:
+        from seekless.api.lists import list_page
+
+        return list_page([record.to_api() for record in self._admin.list_keys(tenant).items], False)
+
+    def revoke(self, key_id: str) -> dict[str, Any]:
+        return self._admin.revoke(key_id).to_api()
+
+    def rotate(self, key_id: str, grace_seconds: int) -> dict[str, Any]:
+        return self._admin.rotate(key_id, grace_seconds=grace_seconds).to_api()
+
+
+class ApiKeys:
+    """Through a REST API's admin routes, with the admin key."""
+
+    def __init__(self, rest: Rest) -> None:
+        self._rest = rest
+
+    def create(self, tenant: str, name: str | None, limits: dict[str, int | None]) -> dict[str, Any]:
+        body = {"tenant": tenant, "name": name, **limits}
+        return self._rest.call("POST", "/admin/keys", json={k: v for k, v in body.items() if v is not None})
+
+    def list(self, tenant: str | None) -> dict[str, Any]:
+        """Every page, as one list: the same object the table gives."""
+        from seekless.api.lists import list_page
+
+        records: list[dict[str, Any]] = []
+        query: dict[str, Any] = {"limit": PAGE_SIZE, **({"tenant": tenant} if tenant is not None else {})}
+        while True:
+            page = self._rest.call("GET", "/admin/keys", params=query)
+            records += page["data"]
+            if not page["has_more"]:
+                return list_page(records, False)
+            query["after"] = page["last_id"]
+
+    def revoke(self, key_id: str) -> dict[str, Any]:
+        return self._rest.call("POST", f"/admin/keys/{quote(key_id, safe='')}/revoke")
+
+    def rotate(self, key_id: str, grace_seconds: int) -> dict[str, Any]:
+        return self._rest.call(
+            "POST", f"/admin/keys/{quote(key_id, safe='')}/rotate", json={"grace_seconds": grace_seconds}
+        )
+
+
+@contextlib.contextmanager
+def _keys(args: argparse.Namespace) -> Iterator[Keys]:
+    if args.table:
+        if args.url:
+            raise KeysError("--url and --table name two different places: give one", code="usage")
+        yield TableKeys(_table_admin(args))
+        return
+    if args.region or args.endpoint_url:
+        raise KeysError("--region and --endpoint-url need --table (the keys table to use)", code="usage")
+    url, admin_key = _api(args)
+    with Rest(url, admin_key, timeout=args.timeout, transport=args.transport) as rest:
+        yield ApiKeys(rest)
+
+
+def _api(args: argparse.Namespace) -> tuple[str, str]:
+    """The REST API's base URL and the admin key to call it with."""
+    url = args.url or os.environ.get("SEEKLESS_URL")
+    if not url:
+        running = _running_stack()
+        if not running.rest_url or not running.admin_api_key:
+            raise KeysError(
+                "the running `seekless dev` has no admin API (it predates it): restart it", code="no_local_admin_api"
+            )
+        return running.rest_url + "/v1", args.admin_key or running.admin_api_key
+    admin_key = args.admin_key or os.environ.get("SEEKLESS_ADMIN_KEY") or _local_admin_key(url)
+    if not admin_key:
+        raise KeysError(
+            f"{url} needs the admin key: set SEEKLESS_ADMIN_KEY (or --admin-key). A deployed stack's is in "
+            "Secrets Manager: aws secretsmanager get-secret-value --secret-id <AdminApiKeySecretArn output> "
+            "--query SecretString --output text",
+            code="no_admin_key",
+        )
+    return url, admin_key
+
+
+def _running_stack() -> LocalServices:
+    from seekless_local.stack import default_state_file, running_stack
+
+    running = running_stack()
+    if running is None:
+        raise KeysError(
+            f"no `seekless dev` is running (no live state file at {default_state_file()}): start one with "
+            "`make dev`, or name a deployed stack with --url (and its admin key) or --table",
+            code="no_local_stack",
+        )
+    return running
+
+
+def _local_admin_key(url: str) -> str | None:
+    """The running `seekless dev`'s admin key, when ``url`` is that stack's."""
+    from seekless_local.stack import running_stack
+
+    running = running_stack()
+    if running is None or not running.rest_url or not (url.rstrip("/") + "/").startswith(running.rest_url + "/"):
+        return None
+    return running.admin_api_key
+
+
+def _table_admin(args: argparse.Namespace) -> KeyAdmin:
     import boto3
 
     from seekless.adapters.dynamodb import DynamoKeyStore
+    from seekless.keys import KeyAdmin
 
-    if args.table:
-        client = args.client or boto3.client("dynamodb", region_name=args.region, endpoint_url=args.endpoint_url)
-        return DynamoKeyStore(args.table, client=client, clock=args.clock)
-    if args.region or args.endpoint_url:
-        raise KeysError("--region and --endpoint-url need --table (the keys table to use)", code="usage")
-    from seekless_local.stack import REGION, default_state_file, running_stack
-
-    running = running_stack()
-    if running is None or "ApiKeysTable" not in running.tables:
-        raise KeysError(
-            f"no `seekless dev` is running (no live state file at {default_state_file()}): start one with "
-            "`make dev`, or name a deployed stack's keys table with --table",
-            code="no_local_stack",
-        )
-    # moto takes any credentials; the operator's own must not be needed (or sent) for the local stack.
-    client = args.client or boto3.client(
-        "dynamodb",
-        endpoint_url=running.moto_url,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - moto's placeholder, not a secret
-    )
-    return DynamoKeyStore(running.tables["ApiKeysTable"], client=client, clock=args.clock)
+    client = args.client or boto3.client("dynamodb", region_name=args.region, endpoint_url=args.endpoint_url)
+    return KeyAdmin(DynamoKeyStore(args.table, client=client, clock=args.clock))
 
 
 # -- the commands -----------------------------------------------------------------------------------
 
 
 def _create(args: argparse.Namespace) -> int:
-    from seekless.models import KeyLimits
-
-    limits = KeyLimits(**{option: getattr(args, option) for option in LIMIT_OPTIONS})
-    store = _store(args)
-    key, record = _mint(
-        lambda key_hash, key_id: store.create(
-            key_hash, tenant_id=args.tenant, key_id=key_id, name=args.name, limits=limits
-        )
-    )
+    limits = {option: getattr(args, option) for option in LIMIT_OPTIONS}
+    with _keys(args) as keys:
+        created = keys.create(args.tenant, args.name, limits)
     if args.json:
-        print(json.dumps({"key": key, **_record_json(record)}, indent=2))
+        _print_json(created)
         return 0
-    print(f"API key for tenant {record.tenant_id!r} (shown once; only its hash is stored):")
-    print(key)
-    print(f"key id {record.key_id}; limits: {_limits_text(record.limits)}")
+    print(f"API key for tenant {created['tenant']!r} (shown once; only its hash is stored):")
+    print(created["key"])
+    print(f"key id {created['id']}; limits: {_limits_text(created['limits'])}")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    records = _store(args).list_keys(args.tenant)
+    with _keys(args) as keys:
+        listed = keys.list(args.tenant)
     if args.json:
-        print(json.dumps({"object": "list", "data": [_record_json(record) for record in records]}, indent=2))
+        _print_json(listed)
         return 0
+    records = listed["data"]
     if not records:
         print(f"no keys for tenant {args.tenant!r}" if args.tenant else "no keys")
         return 0
     rows = [("KEY ID", "TENANT", "NAME", "STATUS", "LIMITS", "CREATED")]
     rows += [
         (
-            record.key_id,
-            record.tenant_id,
-            record.name or "-",
+            record["id"],
+            record["tenant"],
+            record["name"] or "-",
             _status_text(record),
-            _limits_text(record.limits),
-            _when(record.created_at),
+            _limits_text(record["limits"]),
+            _when(record["created_at"]),
         )
         for record in records
     ]
@@ -243,75 +383,51 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    record = _store(args).revoke(args.key_id)
+    with _keys(args) as keys:
+        record = keys.revoke(args.key_id)
     if args.json:
-        print(json.dumps(_record_json(record), indent=2))
+        _print_json(record)
         return 0
     print(
-        f"revoked {record.key_id} (tenant {record.tenant_id!r}). Running functions may accept it for up to "
+        f"revoked {record['id']} (tenant {record['tenant']!r}). Running functions may accept it for up to "
         "SEEKLESS_KEY_CACHE_SECONDS more (60 by default)."
     )
     return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    store = _store(args)
-    grace = args.grace_seconds
-    key, (old, new) = _mint(
-        lambda key_hash, key_id: store.rotate(args.key_id, key_hash, new_key_id=key_id, grace_seconds=grace)
-    )
+    with _keys(args) as keys:
+        rotated = keys.rotate(args.key_id, args.grace_seconds)
     if args.json:
-        print(json.dumps({"key": key, **_record_json(new), "previous": _record_json(old)}, indent=2))
+        _print_json(rotated)
         return 0
-    print(f"New API key for tenant {new.tenant_id!r} (shown once; only its hash is stored):")
-    print(key)
-    print(f"new key id {new.key_id} (same name and limits: {_limits_text(new.limits)})")
-    if old.status == "revoked":
-        print(f"old key id {old.key_id}: revoked now (gone within SEEKLESS_KEY_CACHE_SECONDS, 60 by default)")
+    old = rotated["previous"]
+    print(f"New API key for tenant {rotated['tenant']!r} (shown once; only its hash is stored):")
+    print(rotated["key"])
+    print(f"new key id {rotated['id']} (same name and limits: {_limits_text(rotated['limits'])})")
+    if old["status"] == "revoked":
+        print(f"old key id {old['id']}: revoked now (gone within SEEKLESS_KEY_CACHE_SECONDS, 60 by default)")
     else:
-        print(f"old key id {old.key_id}: keeps working until {_when(old.expires_at)} ({grace} s)")
+        print(f"old key id {old['id']}: keeps working until {_when(old['expires_at'])} ({args.grace_seconds} s)")
     return 0
-
-
-def _mint(write: Callable[[str, str], Any]) -> tuple[str, Any]:
-    """A new key, stored by ``write(hash, key_id)``; minted again in the unlikely case its id is taken."""
-    from seekless.auth import hash_key, new_key
-
-    for attempt in range(MINT_ATTEMPTS):
-        key = new_key()
-        key_hash = hash_key(key)
-        try:
-            return key, write(key_hash, "key_" + key_hash[:12])
-        except Conflict as error:
-            if error.code != "key_exists" or attempt == MINT_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 # -- output -----------------------------------------------------------------------------------------
 
 
-def _record_json(record: ApiKeyRecord) -> dict[str, Any]:
-    return {
-        "key_id": record.key_id,
-        "tenant": record.tenant_id,
-        "name": record.name,
-        "status": record.status,
-        "limits": {option: getattr(record.limits, option) for option in LIMIT_OPTIONS},
-        "created_at": record.created_at,
-        "expires_at": record.expires_at,
-    }
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
 
 
-def _limits_text(limits: KeyLimits) -> str:
-    shown = [f"{option}={getattr(limits, option)}" for option in LIMIT_OPTIONS if getattr(limits, option)]
+def _limits_text(limits: dict[str, int | None]) -> str:
+    shown = [f"{option}={limits[option]}" for option in LIMIT_OPTIONS if limits.get(option)]
     return " ".join(shown) or "unlimited"
 
 
-def _status_text(record: ApiKeyRecord) -> str:
-    if record.status == "active" and record.expires_at is not None:
-        return f"active until {_when(record.expires_at)}"
-    return record.status
+def _status_text(record: dict[str, Any]) -> str:
+    if record["status"] == "active" and record["expires_at"] is not None:
+        return f"active until {_when(record['expires_at'])}"
+    return str(record["status"])
 
 
 def _when(epoch: int | None) -> str:

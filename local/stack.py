@@ -5,8 +5,9 @@
 - DeepSeek: the real API when DEEPSEEK_API_KEY is set (DEEPSEEK_BASE_URL overrides the base), else the
   emulator.
 - Every table, queue (dead-letter redrive included) and bucket of template.yaml, with the buckets'
-  S3 → SQS notifications; the dev API key (SEEKLESS_DEV_API_KEY) seeded for tenant "dev". Every
-  function sees the environment the template gives it, resolved against these.
+  S3 → SQS notifications; the dev API key (SEEKLESS_DEV_API_KEY) seeded for tenant "dev", and the dev
+  admin key (SEEKLESS_DEV_ADMIN_KEY) for the admin routes. Every function sees the environment the
+  template gives it, resolved against these.
 - The REST function from template.yaml behind a local API Gateway REST proxy on :3000.
 - The WebSocket API from template.yaml (authorizer, routes, generator) on :3001, with the @connections
   management API and the Lambda Invoke API the handlers call through boto3 unchanged.
@@ -15,7 +16,8 @@
 - Lambda's SQS event source mappings (``seekless_local.event_sources``): a poller per ``Type: SQS``
   event of the template, when ``StackConfig.event_sources`` is on (the default).
 - With ``StackConfig.state_file`` (`seekless dev` sets it), a small JSON file saying where all of it
-  is, so `seekless invoke` runs functions against this stack; removed on exit.
+  is, so `seekless invoke` runs functions against this stack and `seekless keys` finds its admin
+  API; removed on exit.
 Leaving the ``with`` block (Ctrl-C in `seekless dev`) stops everything it started.
 """
 
@@ -39,6 +41,7 @@ from seekless_local.redis_server import RedisServer, free_port, stop_process, wa
 from seekless_local.template import REPO_ROOT, FunctionSpec, resolve_environment
 
 DEFAULT_DEV_API_KEY = "sk-seekless-local-dev"
+DEFAULT_DEV_ADMIN_KEY = "sk-seekless-local-admin"
 DEV_TENANT = "dev"
 REST_FUNCTION = "RestApiFunction"
 # moto accepts any credentials; these only keep boto3 from looking for real ones.
@@ -78,8 +81,10 @@ def default_state_file() -> Path:
 class LocalServices:
     """Where a local stack's services are: everything a function needs to run against them.
 
-    ``LocalStack.services()`` builds it; the state file is its JSON; `seekless invoke` reads it back.
-    It holds no secret: with the real DeepSeek API the key comes from the reader's own environment.
+    ``LocalStack.services()`` builds it; the state file is its JSON; `seekless invoke` and `seekless
+    keys` read it back. Its one credential is the dev admin key, a local stand-in for the deployed
+    stack's secret (so `seekless keys` needs no option); the DeepSeek key never goes in: with the
+    real API it comes from the reader's own environment.
     """
 
     moto_url: str
@@ -96,6 +101,7 @@ class LocalServices:
     ws_url: str | None = None
     pid: int = 0
     template_path: str = ""
+    admin_api_key: str | None = field(default=None, repr=False)  # the REST function's SEEKLESS_ADMIN_API_KEY
 
     def to_json(self) -> str:
         return json.dumps({"version": 1, **asdict(self)}, indent=2, sort_keys=True)
@@ -171,6 +177,8 @@ class LocalServices:
             env["DEEPSEEK_API_KEY"] = key
         if self.ws_management_url:
             env["SEEKLESS_WS_ENDPOINT"] = self.ws_management_url
+        if self.admin_api_key:
+            env["SEEKLESS_ADMIN_API_KEY"] = self.admin_api_key
         if self.lambda_url:
             env["AWS_ENDPOINT_URL_LAMBDA"] = self.lambda_url
         return env
@@ -178,7 +186,9 @@ class LocalServices:
     def function_environment(self, spec: FunctionSpec, template: Mapping[str, Any]) -> dict[str, str]:
         """The function's Environment from the template, resolved against these services."""
         env = resolve_environment(spec, self.refs(template), template)
-        env.pop("SEEKLESS_DEEPSEEK_SECRET_NAME", None)  # locally the key comes from the environment
+        # Locally the DeepSeek and admin keys come from the environment, not from Secrets Manager.
+        env.pop("SEEKLESS_DEEPSEEK_SECRET_NAME", None)
+        env.pop("SEEKLESS_ADMIN_KEY_SECRET_NAME", None)
         local_urls = set(self.queues.values())
         for name, value in env.items():
             items = value.split(",")
@@ -201,6 +211,7 @@ class StackConfig:
     rest_port: int = 3000
     ws_port: int = 3001
     dev_api_key: str = DEFAULT_DEV_API_KEY
+    dev_admin_key: str = DEFAULT_DEV_ADMIN_KEY
     redis_url: str | None = None
     deepseek_api_key: str | None = None
     deepseek_base_url: str | None = None
@@ -219,6 +230,7 @@ class StackConfig:
             rest_port=int(os.environ.get("SEEKLESS_REST_PORT", "3000")),
             ws_port=int(os.environ.get("SEEKLESS_WS_PORT", "3001")),
             dev_api_key=os.environ.get("SEEKLESS_DEV_API_KEY") or DEFAULT_DEV_API_KEY,
+            dev_admin_key=os.environ.get("SEEKLESS_DEV_ADMIN_KEY") or DEFAULT_DEV_ADMIN_KEY,
             redis_url=os.environ.get("REDIS_URL") or None,
             deepseek_api_key=os.environ.get("DEEPSEEK_API_KEY") or None,
             deepseek_base_url=os.environ.get("DEEPSEEK_BASE_URL") or None,
@@ -339,6 +351,7 @@ class LocalStack:
             ws_url=self.ws_url or None,
             pid=os.getpid(),
             template_path=str(self.config.template_path or ""),
+            admin_api_key=self.config.dev_admin_key,
         )
 
     def _start(self) -> None:
@@ -500,6 +513,11 @@ class LocalStack:
             lines.append(
                 f"  Dev API key  {self.dev_api_key}   (tenant '{DEV_TENANT}'; set SEEKLESS_DEV_API_KEY to change)"
             )
+        if self.rest_url:
+            lines.append(
+                f"  Admin key    {self.config.dev_admin_key}   (/v1/admin/keys, `seekless keys`; set "
+                "SEEKLESS_DEV_ADMIN_KEY to change)"
+            )
         lines.append("Press Ctrl-C to stop.")
         return "\n".join(lines)
 
@@ -516,7 +534,7 @@ def _has_websocket_api(template: Mapping[str, Any]) -> bool:
 
 
 def write_state_file(path: Path, services: LocalServices) -> None:
-    """Atomically, readable by the owner only (it names local ports, nothing secret, but still)."""
+    """Atomically, readable by the owner only: it holds the dev admin key."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.parent == REPO_ROOT / ".seekless":
         # Keeps the folder out of git without touching the repository's .gitignore.

@@ -56,6 +56,7 @@ def test_dev_serves_then_ctrl_c_stops_every_process_it_started(tmp_path: Path) -
         redis = re.search(r"Redis\s+(?:redis-server started|embedded fakeredis) on redis://127\.0\.0\.1:(\d+)", output)
         assert rest and ws and moto and redis, output
         assert "Dev API key  sk-seekless-local-dev" in output
+        assert "Admin key    sk-seekless-local-admin" in output
         assert "DeepSeek emulator" in output
         answer = httpx.post(
             rest.group(1) + "/v1/chat/completions",
@@ -70,6 +71,7 @@ def test_dev_serves_then_ctrl_c_stops_every_process_it_started(tmp_path: Path) -
         state = json.loads(state_file.read_text())
         assert state["pid"] == process.pid and state["moto_url"] == f"http://127.0.0.1:{moto.group(1)}"
         assert state["rest_url"] == rest.group(1)
+        assert state["admin_api_key"] == "sk-seekless-local-admin"  # what `seekless keys` finds it by
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0

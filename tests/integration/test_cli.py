@@ -24,7 +24,7 @@ def test_keys_create_prints_a_working_key_once_and_stores_only_its_hash(
     principal = Authenticator(DynamoKeyStore(TABLES["ApiKeysTable"], client=aws)).authenticate(
         f"Bearer {created['key']}"
     )
-    assert principal.tenant_id == "acme" and principal.key_id == created["key_id"]
+    assert principal.tenant_id == "acme" and principal.key_id == created["id"]
     items = aws.scan(TableName=TABLES["ApiKeysTable"])["Items"]
     assert created["key"] not in json.dumps(items)
     assert any(item["key_hash"]["S"] == hash_key(created["key"]) for item in items)

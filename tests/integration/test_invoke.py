@@ -135,6 +135,8 @@ def test_the_state_file_says_where_the_stack_is_for_as_long_as_it_runs(tmp_path:
         assert services.queues["RepliesQueue"] == stack.queues["RepliesQueue"]
         assert services.tables["BatchesTable"] == "seekless-batches"
         assert services.ws_management_url and services.lambda_url and services.rest_url
+        # The admin key `seekless keys` uses by default; the REST function was given the same.
+        assert services.admin_api_key == stack.config.dev_admin_key == os.environ["SEEKLESS_ADMIN_API_KEY"]
         assert state_file.stat().st_mode & 0o077 == 0  # the owner's only
         assert "State file" in stack.summary()
     assert not state_file.exists()

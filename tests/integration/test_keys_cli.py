@@ -1,14 +1,13 @@
-"""`seekless keys` against DynamoDB: moto in-process for a deployed stack's table (`--table`), and a
-moto server behind a state file for the local stack. Output is what an operator sees, captured."""
+"""`seekless keys --table` straight against a keys table (moto in-process, as a deployed stack's table
+with the operator's AWS credentials). Output is what an operator sees, captured. The same commands
+through the admin API, and the local stack by default: test_keys_cli_api.py."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from seekless.adapters.dynamodb import DynamoKeyStore
@@ -16,14 +15,12 @@ from seekless.auth import Authenticator, hash_key
 from seekless.errors import AuthenticationFailed
 from seekless_local import keys_cli
 from seekless_local.cli import main
-from seekless_local.stack import REGION, LocalServices, MotoServer, write_state_file
-from seekless_local.template import create_tables
 
 from .conftest import TABLES
 
 TABLE = ["--table", TABLES["ApiKeysTable"]]
 T0 = 1_700_000_000.0
-RECORD_FIELDS = {"key_id", "tenant", "name", "status", "limits", "created_at", "expires_at"}
+RECORD_FIELDS = {"id", "object", "tenant", "name", "status", "limits", "created_at", "expires_at"}
 
 
 def authenticates(aws: Any, key: str, *, at: float | None = None) -> bool:
@@ -67,7 +64,7 @@ def test_create_json_is_one_object_with_the_key_its_id_tenant_and_limits(
     )
     assert set(created) == {"key", *RECORD_FIELDS}
     assert created["key"].startswith("sk-seekless-")
-    assert created["key_id"] == "key_" + hash_key(created["key"])[:12]
+    assert created["id"] == "key_" + hash_key(created["key"])[:12] and created["object"] == "api_key"
     assert created["tenant"] == "acme" and created["status"] == "active" and created["name"] is None
     assert created["limits"] == {"rpm": None, "tpm": None, "daily_tokens": 1000000, "monthly_tokens": 20000000}
     assert created["expires_at"] is None and isinstance(created["created_at"], int)
@@ -89,7 +86,7 @@ def test_list_shows_a_tenants_keys_without_their_hashes(aws: Any, capsys: pytest
     out = capsys.readouterr().out
     header, *rows = out.splitlines()
     assert header.split() == ["KEY", "ID", "TENANT", "NAME", "STATUS", "LIMITS", "CREATED"]
-    assert sorted(row.split()[0] for row in rows) == sorted([first["key_id"], second["key_id"]])
+    assert sorted(row.split()[0] for row in rows) == sorted([first["id"], second["id"]])
     assert "rpm=5" in out and "unlimited" in out and "beta-key" not in out
     for created in (first, second):
         assert hash_key(created["key"]) not in out and created["key"] not in out
@@ -98,7 +95,8 @@ def test_list_shows_a_tenants_keys_without_their_hashes(aws: Any, capsys: pytest
 def test_list_json_is_a_list_object_of_key_records(aws: Any, capsys: pytest.CaptureFixture[str]) -> None:
     created = run_json(capsys, "keys", "create", "--tenant", "acme", "--tpm", "1000")
     listed = run_json(capsys, "keys", "list", "--tenant", "acme")
-    assert listed["object"] == "list"
+    assert listed["object"] == "list" and listed["has_more"] is False
+    assert listed["first_id"] == listed["last_id"] == created["id"]
     (record,) = listed["data"]
     assert set(record) == RECORD_FIELDS
     assert record == {field: created[field] for field in RECORD_FIELDS}
@@ -107,8 +105,8 @@ def test_list_json_is_a_list_object_of_key_records(aws: Any, capsys: pytest.Capt
 def test_list_without_a_tenant_lists_every_tenants_keys(aws: Any, capsys: pytest.CaptureFixture[str]) -> None:
     created = run_json(capsys, "keys", "create", "--tenant", "acme")
     listed = run_json(capsys, "keys", "list")
-    assert [(record["tenant"], record["key_id"]) for record in listed["data"]] == [
-        ("acme", created["key_id"]),
+    assert [(record["tenant"], record["id"]) for record in listed["data"]] == [
+        ("acme", created["id"]),
         ("dev", "dev"),  # the aws fixture's keys
         ("other", "other"),
     ]
@@ -117,8 +115,8 @@ def test_list_without_a_tenant_lists_every_tenants_keys(aws: Any, capsys: pytest
 def test_revoke_stops_the_key_from_authenticating(aws: Any, capsys: pytest.CaptureFixture[str]) -> None:
     created = run_json(capsys, "keys", "create", "--tenant", "acme")
     assert authenticates(aws, created["key"])
-    assert main(["keys", "revoke", created["key_id"], *TABLE]) == 0
-    assert f"revoked {created['key_id']}" in capsys.readouterr().out
+    assert main(["keys", "revoke", created["id"], *TABLE]) == 0
+    assert f"revoked {created['id']}" in capsys.readouterr().out
     assert not authenticates(aws, created["key"])
     listed = run_json(capsys, "keys", "list", "--tenant", "acme")
     assert [record["status"] for record in listed["data"]] == ["revoked"]
@@ -143,13 +141,13 @@ def test_a_rotated_key_authenticates_and_the_old_one_stops_after_the_grace(
     aws: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = run_json(capsys, "keys", "create", "--tenant", "acme", "--name", "ci", "--rpm", "7")
-    argv = ["keys", "rotate", old["key_id"], "--grace-seconds", "3600", *TABLE, "--json"]
+    argv = ["keys", "rotate", old["id"], "--grace-seconds", "3600", *TABLE, "--json"]
     assert keys_cli.main(argv, clock=lambda: T0) == 0
     rotated = json.loads(capsys.readouterr().out)
     assert set(rotated) == {"key", "previous", *RECORD_FIELDS}
-    assert rotated["key_id"] != old["key_id"] and rotated["key"] != old["key"]
+    assert rotated["id"] != old["id"] and rotated["key"] != old["key"]
     assert (rotated["tenant"], rotated["name"], rotated["limits"]) == ("acme", "ci", old["limits"])
-    assert rotated["previous"]["key_id"] == old["key_id"]
+    assert rotated["previous"]["id"] == old["id"]
     assert rotated["previous"]["status"] == "active" and rotated["previous"]["expires_at"] == int(T0) + 3600
 
     assert authenticates(aws, rotated["key"], at=T0 + 3600)
@@ -161,10 +159,10 @@ def test_rotate_without_a_grace_period_revokes_the_old_key_at_once(
     aws: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old = run_json(capsys, "keys", "create", "--tenant", "acme")
-    assert main(["keys", "rotate", old["key_id"], *TABLE]) == 0
+    assert main(["keys", "rotate", old["id"], *TABLE]) == 0
     out = capsys.readouterr().out
     (new_key,) = [line for line in out.splitlines() if line.startswith("sk-seekless-")]
-    assert f"old key id {old['key_id']}: revoked now" in out
+    assert f"old key id {old['id']}: revoked now" in out
     assert f"new key id key_{hash_key(new_key)[:12]}" in out
     assert authenticates(aws, new_key)
     assert not authenticates(aws, old["key"])
@@ -172,11 +170,11 @@ def test_rotate_without_a_grace_period_revokes_the_old_key_at_once(
 
 def test_rotating_a_revoked_key_exits_1_and_mints_nothing(aws: Any, capsys: pytest.CaptureFixture[str]) -> None:
     old = run_json(capsys, "keys", "create", "--tenant", "acme")
-    run_json(capsys, "keys", "revoke", old["key_id"])
-    assert main(["keys", "rotate", old["key_id"], *TABLE]) == 1
+    run_json(capsys, "keys", "revoke", old["id"])
+    assert main(["keys", "rotate", old["id"], *TABLE]) == 1
     captured = capsys.readouterr()
     assert "sk-seekless-" not in captured.out
-    assert f"API key '{old['key_id']}' is revoked" in captured.err
+    assert f"API key '{old['id']}' is revoked" in captured.err
     assert len(run_json(capsys, "keys", "list", "--tenant", "acme")["data"]) == 1
 
 
@@ -189,50 +187,17 @@ def test_without_a_running_local_stack_it_says_how_to_start_one_or_name_a_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SEEKLESS_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("SEEKLESS_URL", raising=False)
     assert main(["keys", "list"]) == 1
     err = capsys.readouterr().err
-    assert "no `seekless dev` is running" in err and str(tmp_path) in err and "--table" in err
+    assert "no `seekless dev` is running" in err and str(tmp_path) in err
+    assert "--url" in err and "--table" in err
 
 
 def test_endpoint_url_without_a_table_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SEEKLESS_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("SEEKLESS_URL", raising=False)
     assert main(["keys", "list", "--endpoint-url", "http://127.0.0.1:1"]) == 1
     assert "--region and --endpoint-url need --table" in capsys.readouterr().err
-
-
-def test_by_default_it_manages_the_running_local_stacks_keys(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("SEEKLESS_STATE_DIR", str(tmp_path))
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)  # the local stack needs none of the operator's credentials
-    with MotoServer() as moto:
-        dynamodb = boto3.client(
-            "dynamodb",
-            endpoint_url=moto.url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        tables = create_tables(dynamodb, names={"ApiKeysTable": "seekless-keys"})
-        services = LocalServices(
-            moto_url=moto.url,
-            redis_url="",
-            deepseek_base_url="",
-            deepseek_emulated=True,
-            tables=tables,
-            queues={},
-            queue_arns={},
-            buckets={},
-            pid=os.getpid(),
-        )
-        write_state_file(tmp_path / "local-stack.json", services)
-
-        assert main(["keys", "create", "--tenant", "acme", "--json"]) == 0
-        created = json.loads(capsys.readouterr().out)
-        assert main(["keys", "list", "--tenant", "acme", "--json"]) == 0
-        assert [record["key_id"] for record in json.loads(capsys.readouterr().out)["data"]] == [created["key_id"]]
-        found = DynamoKeyStore("seekless-keys", client=dynamodb).lookup(hash_key(created["key"]))
-        assert found is not None and found.tenant_id == "acme"

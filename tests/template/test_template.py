@@ -131,8 +131,15 @@ def test_rest_function_reads_keys_and_writes_only_sessions(transformed: dict[str
     def granted(resource: Any) -> set[str]:
         return grants.pop(json.dumps(resource, sort_keys=True), set())
 
-    # GetItem to authenticate; UpdateItem for the key's daily/monthly token budget items only.
-    assert granted({"Fn::GetAtt": ["ApiKeysTable", "Arn"]}) == {"dynamodb:GetItem", "dynamodb:UpdateItem"}
+    # GetItem to authenticate; UpdateItem for the key's daily/monthly token budget items; PutItem,
+    # UpdateItem and Scan for the admin routes (create, rotate, revoke, list every tenant's keys).
+    assert granted({"Fn::GetAtt": ["ApiKeysTable", "Arn"]}) == {
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+        "dynamodb:Scan",
+    }
+    assert granted({"Fn::Sub": "${ApiKeysTable.Arn}/index/by_tenant"}) == {"dynamodb:Query"}
     assert granted({"Fn::GetAtt": ["SessionsTable", "Arn"]}) == {
         "dynamodb:GetItem",
         "dynamodb:PutItem",
@@ -147,6 +154,7 @@ def test_rest_function_reads_keys_and_writes_only_sessions(transformed: dict[str
     assert granted({"Ref": "DeepSeekApiKeySecret"}) == {"secretsmanager:GetSecretValue"}
     # Usage: every chat adds to its tenant's counters; GET /v1/usage queries the tenant's partition.
     assert granted({"Fn::GetAtt": ["UsageTable", "Arn"]}) == {"dynamodb:UpdateItem", "dynamodb:Query"}
+    assert granted({"Ref": "AdminApiKeySecret"}) == {"secretsmanager:GetSecretValue"}
     # Jobs: see test_jobs_template.py for what each grant is for.
     for resource in (
         {"Fn::GetAtt": ["JobsTable", "Arn"]},
@@ -166,7 +174,30 @@ def test_rest_function_reads_keys_and_writes_only_sessions(transformed: dict[str
     assert granted({"Fn::Sub": "${JobsBucket.Arn}/batches/input/*"}) == {"s3:PutObject"}
     for results in ("output", "errors"):
         assert granted({"Fn::Sub": f"${{JobsBucket.Arn}}/batches/{results}/*"}) == {"s3:GetObject"}
-    assert grants == {}, "grants beyond the tables, the jobs queue and bucket, and the secret"
+    assert grants == {}, "grants beyond the tables, the jobs queue and bucket, and the secrets"
+
+
+def test_the_admin_key_is_generated_and_only_the_rest_function_reads_it(
+    template: dict[str, Any], transformed: dict[str, Any]
+) -> None:
+    secret = template["Resources"]["AdminApiKeySecret"]
+    assert secret["Type"] == "AWS::SecretsManager::Secret"
+    generated = secret["Properties"]["GenerateSecretString"]
+    # Long, and only letters and digits: it goes in a Bearer header as it is.
+    assert generated["PasswordLength"] >= 32 and generated["ExcludePunctuation"] is True
+    assert "SecretString" not in secret["Properties"]
+    readers = {
+        logical_id
+        for logical_id, role in function_roles(transformed).items()
+        for statement in statements(role)
+        if {"Ref": "AdminApiKeySecret"} in as_list(statement["Resource"])
+    }
+    assert readers == {"RestApiFunction"}
+    environment = function_specs(template)["RestApiFunction"].environment
+    assert environment["SEEKLESS_ADMIN_KEY_SECRET_NAME"] == {"Ref": "AdminApiKeySecret"}
+    output = template["Outputs"]["AdminApiKeySecretArn"]
+    assert output["Value"] == {"Ref": "AdminApiKeySecret"}
+    assert "aws secretsmanager get-secret-value" in output["Description"]
 
 
 def test_cache_admits_only_the_functions_security_group(template: dict[str, Any]) -> None:
@@ -241,6 +272,7 @@ def test_rest_function_environment_sets_everything_it_needs(template: dict[str, 
         "SEEKLESS_KEYS_TABLE",
         "REDIS_URL",
         "SEEKLESS_DEEPSEEK_SECRET_NAME",
+        "SEEKLESS_ADMIN_KEY_SECRET_NAME",
         "DEEPSEEK_BASE_URL",
         "SEEKLESS_MAX_TOKENS_CAP",
         "SEEKLESS_CACHE_TTL_SECONDS",

@@ -3,17 +3,21 @@
 Keys are random and long, so a plain SHA-256 is the right hash (a slow password hash would only add
 latency). Lookups are cached per execution environment for a short TTL: a revoked key stops working
 within ``key_cache_seconds``.
+
+The admin routes take one other credential, the admin key (``AdminAuthenticator``): a secret of its own,
+never a tenant's key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Callable
 
-from seekless.errors import AuthenticationFailed
-from seekless.models import Principal
+from seekless.errors import AuthenticationFailed, UnknownRoute
+from seekless.models import Operator, Principal
 from seekless.ports import KeyStore
 
 KEY_PREFIX = "sk-seekless-"
@@ -70,3 +74,47 @@ class Authenticator:
             # Never echo the key: OpenAI prints a masked prefix, we print nothing of it.
             raise AuthenticationFailed("Incorrect API key provided.")
         return principal
+
+
+class AdminAuthenticator:
+    """Checks the admin key of the admin routes against the configured one.
+
+    ``admin_key(refresh)`` returns the configured key, None when there is none (the admin routes then
+    answer 404, as routes that do not exist), and reads it afresh from its source when ``refresh`` is
+    true (the wiring: the environment locally, Secrets Manager through the Powertools cache on AWS).
+    A key that does not match makes one fresh read, at most every ``refresh_seconds``: an operator who
+    rotated the secret is let in at once, and a flood of wrong keys costs one read per interval.
+    """
+
+    def __init__(
+        self,
+        admin_key: Callable[[bool], str | None],
+        *,
+        refresh_seconds: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._admin_key = admin_key
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        self._refreshed_at: float | None = None
+
+    def authenticate(self, authorization: str | None) -> Operator:
+        expected = self._admin_key(False)
+        if expected is None:
+            raise UnknownRoute()
+        presented = _digest(bearer_token(authorization))
+        if hmac.compare_digest(presented, _digest(expected)):
+            return Operator()
+        now = self._clock()
+        if self._refreshed_at is None or now - self._refreshed_at >= self._refresh_seconds:
+            self._refreshed_at = now
+            fresh = self._admin_key(True)
+            if fresh is not None and hmac.compare_digest(presented, _digest(fresh)):
+                return Operator()
+        # The same words as for a wrong tenant key: nothing says this route is an admin one.
+        raise AuthenticationFailed("Incorrect API key provided.")
+
+
+def _digest(key: str) -> bytes:
+    # Equal-length digests, so compare_digest takes the same time whatever was presented.
+    return hashlib.sha256(key.encode()).digest()

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("DEEPSEEK_API_KEY", "deepseek_api_key"), repr=False
     )
     deepseek_secret_name: str | None = None
+    # The admin routes' credential (never a tenant's key): on AWS the secret named here, locally the
+    # value itself. Neither set: the admin routes answer 404.
+    admin_key_secret_name: str | None = None
+    admin_api_key: str | None = Field(None, repr=False)
     secret_cache_seconds: int = 300
     models: dict[str, ModelSpec] = Field(default_factory=default_catalogue)
 

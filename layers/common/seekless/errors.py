@@ -63,6 +63,15 @@ class NotFound(InvalidRequest):
     default_code = "not_found"
 
 
+class UnknownRoute(NotFound):
+    """No such route here, or one turned off (the admin routes when no admin key is configured): both
+    answer alike, so a caller cannot tell which."""
+
+    def __init__(self) -> None:
+        super().__init__("Unknown request URL.")
+        self.code = None
+
+
 class Conflict(InvalidRequest):
     status = 409
     default_code = "conflict"

@@ -43,6 +43,11 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class Operator:
+    """The caller of an admin route: whoever holds the admin key (one credential, not one per person)."""
+
+
+@dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     key_id: str
     tenant_id: str
@@ -51,6 +56,40 @@ class ApiKeyRecord:
     limits: KeyLimits = UNLIMITED
     name: str | None = None
     created_at: int | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        """The operator's view (admin API, `seekless keys --json`): never the key, never its hash."""
+        return {
+            "id": self.key_id,
+            "object": "api_key",
+            "tenant": self.tenant_id,
+            "name": self.name,
+            "status": self.status,
+            "limits": {
+                "rpm": self.limits.rpm,
+                "tpm": self.limits.tpm,
+                "daily_tokens": self.limits.daily_tokens,
+                "monthly_tokens": self.limits.monthly_tokens,
+            },
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just minted (created, or the replacement of a rotated one): the only time it is shown.
+    ``previous`` is the rotated key as it now is."""
+
+    key: str = field(repr=False)  # never in a log line or a traceback's locals
+    record: ApiKeyRecord
+    previous: ApiKeyRecord | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        shown = {**self.record.to_api(), "key": self.key}
+        if self.previous is not None:
+            shown["previous"] = self.previous.to_api()
+        return shown
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from seekless.contracts import ChatCompletionRequest, ChatResult, GenerationJob, StreamEvent
-from seekless.models import ApiKeyRecord, Page, Session, StoredMessage
+from seekless.models import ApiKeyRecord, KeyLimits, Page, Session, StoredMessage
 
 if TYPE_CHECKING:
     from seekless.jobs import Job, JobStatus
@@ -84,6 +84,25 @@ class SessionStore(Protocol):
 
 class KeyStore(Protocol):
     def lookup(self, key_hash: str) -> ApiKeyRecord | None: ...
+
+
+class KeyAdminStore(Protocol):
+    """Keys as an operator manages them, by id. Writes that could collide (a minted id already taken)
+    raise Conflict with code ``key_exists``; an unknown id is NotFound."""
+
+    def create(
+        self, key_hash: str, *, tenant_id: str, key_id: str, name: str | None, limits: KeyLimits
+    ) -> ApiKeyRecord: ...
+
+    def get(self, key_id: str) -> ApiKeyRecord: ...
+
+    def list_keys(self, tenant_id: str | None = None) -> list[ApiKeyRecord]: ...
+
+    def revoke(self, key_id: str) -> ApiKeyRecord: ...
+
+    def rotate(
+        self, key_id: str, new_key_hash: str, *, new_key_id: str, grace_seconds: int = 0
+    ) -> tuple[ApiKeyRecord, ApiKeyRecord]: ...
 
 
 class JobStore(Protocol):

@@ -30,10 +30,11 @@ if TYPE_CHECKING:
     from seekless.adapters.usage import DynamoUsageStore
     from seekless.adapters.ws_buffer import RedisRequestLog
     from seekless.audit import Auditor
-    from seekless.auth import Authenticator
+    from seekless.auth import AdminAuthenticator, Authenticator
     from seekless.batches import BatchService
     from seekless.chat import ChatService
     from seekless.jobs import JobService
+    from seekless.keys import KeyAdmin
     from seekless.limits import LimitsByKeyId, RateLimiter
     from seekless.ports import ChatModel
     from seekless.queued import JobEndings, QueuedRequests, ReplyPolicy
@@ -82,14 +83,27 @@ def deepseek_api_key(force_refresh: bool = False) -> str:
         return config.deepseek_api_key
     if not config.deepseek_secret_name:
         raise UpstreamError("No DeepSeek API key is configured.", code="upstream_not_configured")
+    return _secret(config.deepseek_secret_name, "The DeepSeek API key", force_refresh=force_refresh)
+
+
+def admin_api_key(force_refresh: bool = False) -> str | None:
+    """The admin routes' key, read as the DeepSeek key is; None when none is configured."""
+    config = settings()
+    if config.admin_api_key:
+        return config.admin_api_key
+    if not config.admin_key_secret_name:
+        return None
+    return _secret(config.admin_key_secret_name, "The admin key", force_refresh=force_refresh) or None
+
+
+def _secret(name: str, what: str, *, force_refresh: bool) -> str:
+    """A Secrets Manager string through Powertools, cached per environment for secret_cache_seconds."""
     from aws_lambda_powertools.utilities import parameters
 
     try:
-        secret = parameters.get_secret(
-            config.deepseek_secret_name, max_age=config.secret_cache_seconds, force_fetch=force_refresh
-        )
+        secret = parameters.get_secret(name, max_age=settings().secret_cache_seconds, force_fetch=force_refresh)
     except parameters.exceptions.GetParameterError as error:
-        raise ServiceUnavailable("The DeepSeek API key could not be read; retry shortly.") from error
+        raise ServiceUnavailable(f"{what} could not be read; retry shortly.") from error
     return str(secret).strip()
 
 
@@ -143,6 +157,20 @@ def authenticator() -> Authenticator:
     from seekless.auth import Authenticator
 
     return Authenticator(key_store(), cache_seconds=settings().key_cache_seconds)
+
+
+@per_environment
+def admin_authenticator() -> AdminAuthenticator:
+    from seekless.auth import AdminAuthenticator
+
+    return AdminAuthenticator(admin_api_key)
+
+
+@per_environment
+def key_admin() -> KeyAdmin:
+    from seekless.keys import KeyAdmin
+
+    return KeyAdmin(key_store())
 
 
 @per_environment

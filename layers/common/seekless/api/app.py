@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seekless import wiring
 from seekless.api import errors
-from seekless.api.routes import batches, chat, jobs, models, page, sessions, tickets, usage
+from seekless.api.routes import admin_keys, batches, chat, jobs, models, page, sessions, tickets, usage
 from seekless.audit import Auditor
 from seekless.config import Settings
 from seekless.errors import PayloadTooLarge
@@ -129,4 +129,5 @@ def create_app(
     app.include_router(batches.router)
     app.include_router(usage.router)
     app.include_router(page.router)
+    app.include_router(admin_keys.router)
     return app

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Path, Query, Request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from seekless import audit, wiring
 from seekless.adapters.tickets import RedisTicketStore
@@ -18,7 +18,8 @@ from seekless.config import Settings
 from seekless.contracts import SESSION_ID_MAX_LENGTH, SESSION_ID_PATTERN, ChatCompletionRequest
 from seekless.errors import PayloadTooLarge
 from seekless.jobs import JobService
-from seekless.models import Principal
+from seekless.keys import KeyAdmin
+from seekless.models import Operator, Principal
 from seekless.ports import SessionStore
 
 # Leave the Lambda this much time after the upstream deadline to answer with a clean 504.
@@ -26,6 +27,7 @@ DEADLINE_MARGIN_SECONDS = 1.0
 # Ids in paths and list cursors become DynamoDB keys (2 KB at most; DynamoDB refuses a longer one with an
 # error that would be a 500) and are echoed in a 404: every id seekless mints is far shorter.
 ID_MAX_LENGTH = 128
+M = TypeVar("M", bound=BaseModel)
 
 
 # Every dependency is async on purpose: FastAPI runs plain ``def`` dependencies on a worker thread,
@@ -37,6 +39,11 @@ async def authenticate(authorization: Annotated[str | None, Header()] = None) ->
     principal = wiring.authenticator().authenticate(authorization)
     audit.note_principal(principal)
     return principal
+
+
+async def authenticate_admin(authorization: Annotated[str | None, Header()] = None) -> Operator:
+    """The admin key, never a tenant's: 401 otherwise, and 404 where no admin key is configured."""
+    return wiring.admin_authenticator().authenticate(authorization)
 
 
 async def deadline(request: Request) -> float:
@@ -77,7 +84,12 @@ async def usage_store() -> UsageStore:
     return wiring.usage_store()
 
 
+async def key_admin() -> KeyAdmin:
+    return wiring.key_admin()
+
+
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
+AdminPrincipal = Annotated[Operator, Depends(authenticate_admin)]
 Deadline = Annotated[float, Depends(deadline)]
 Chat = Annotated[ChatService, Depends(chat_service)]
 Sessions = Annotated[SessionStore, Depends(session_store)]
@@ -92,19 +104,27 @@ After = Annotated[str | None, Query(max_length=ID_MAX_LENGTH)]
 SessionHeader = Annotated[
     str | None, Header(min_length=1, max_length=SESSION_ID_MAX_LENGTH, pattern=SESSION_ID_PATTERN)
 ]
+Keys = Annotated[KeyAdmin, Depends(key_admin)]
 
 
-async def chat_request(request: Request, config: AppSettings) -> ChatCompletionRequest:
-    """A chat-completion body (a job's too), parsed as /v1/chat/completions parses it: the real size
-    against the cap, then strict validation with OpenAI-style 400s."""
+async def json_body(request: Request, config: Settings, model: type[M], *, empty: M | None = None) -> M:
+    """A body read by hand, as /v1/chat/completions reads it: the real size against the cap, then strict
+    validation with OpenAI-style 400s. ``empty`` stands for a body the client left out."""
     raw = await request.body()
     limit = config.max_body_bytes
     if len(raw) > limit:
         raise PayloadTooLarge(f"The request body is {len(raw)} bytes; the limit is {limit}.")
+    if empty is not None and not raw.strip():
+        return empty
     try:
-        return ChatCompletionRequest.model_validate_json(raw)
+        return model.model_validate_json(raw)
     except ValidationError as error:
         raise validation_error(error) from error
+
+
+async def chat_request(request: Request, config: AppSettings) -> ChatCompletionRequest:
+    """A chat-completion body (a job's too), parsed as /v1/chat/completions parses it."""
+    return await json_body(request, config, ChatCompletionRequest)
 
 
 ChatRequestBody = Annotated[ChatCompletionRequest, Depends(chat_request)]

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from seekless import audit
-from seekless.errors import InvalidRequest, SeeklessError
+from seekless.errors import InvalidRequest, SeeklessError, UnknownRoute
 
 logger = logging.getLogger("seekless.api")
 
-_HTTP_TYPES = {401: "authentication_error", 404: "invalid_request_error", 405: "invalid_request_error"}
+_HTTP_TYPES = {401: "authentication_error", 405: "invalid_request_error"}
 
 
 def error_response(error: SeeklessError) -> JSONResponse:
@@ -60,9 +60,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, error: HTTPException) -> JSONResponse:
+        if error.status_code == 404:
+            return error_response(UnknownRoute())
         kind = _HTTP_TYPES.get(error.status_code, "invalid_request_error")
-        message = "Unknown request URL." if error.status_code == 404 else str(error.detail)
-        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        body = {"error": {"message": str(error.detail), "type": kind, "param": None, "code": None}}
         return JSONResponse(body, status_code=error.status_code, headers=getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
