@@ -57,6 +57,7 @@ class FrameEmitter:
         self.seq = 0
         self.posts = 0
         self.cancelled = False
+        self.failure: SeeklessError | None = None  # what the error frame said, for a job's record
         self.gone_since: float | None = None
         self._dead: set[str] = set()
 
@@ -70,6 +71,11 @@ class FrameEmitter:
             target, cancelled = self._job.connection_id, False
         self.cancelled = self.cancelled or cancelled
         await self._post(target, data)
+
+    async def fail(self, error: SeeklessError) -> None:
+        """End the request with an ``error`` frame (a job streamed here fails with the same reason)."""
+        self.failure = error
+        await self.emit("error", code=error.code or error.type, message=error.message)
 
     async def poll(self) -> None:
         """While nothing is being emitted: has the client cancelled, or come back on a new connection?"""
@@ -143,7 +149,7 @@ class Generator:
                 job.request, principal, headers={}, deadline=deadline, session_id=job.session_id
             )
         except SeeklessError as error:
-            await emitter.emit("error", code=error.code or error.type, message=error.message)
+            await emitter.fail(error)
             return emitter
         # Upstream starts first; the client hears back at once while it works (thinking models take
         # long to their first token), and a cancel must work during that wait too.
@@ -161,7 +167,7 @@ class Generator:
         try:
             stream = starting.result()
         except SeeklessError as error:
-            await emitter.emit("error", code=error.code or error.type, message=error.message)
+            await emitter.fail(error)
             return emitter
         await self._relay(stream.events, emitter, cache=stream.cache)
         return emitter
@@ -216,7 +222,7 @@ class Generator:
                     return
                 elif isinstance(item, SeeklessError):
                     await flush()
-                    await emitter.emit("error", code=item.code or item.type, message=item.message)
+                    await emitter.fail(item)
                     return
                 if self._should_stop(emitter):
                     pumping.cancel()
