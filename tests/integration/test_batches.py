@@ -24,7 +24,7 @@ from seekless.config import Settings
 from seekless.contracts import GenerationJob, RequestMessage
 from seekless.errors import InvalidRequest, NotFound
 from seekless.jobs import JobStatus
-from seekless.models import Principal
+from seekless.models import KeyLimits, Principal
 from seekless.queued import JobEndings, QueuedRequests, ReplyPolicy
 from seekless.worker.runner import Worker
 from seekless_local.emulator import EmulatorServer
@@ -34,7 +34,7 @@ from seekless_local.worker import WorkerThread
 from tests.waiting import wait_for
 
 from .conftest import TABLES
-from .test_worker import EMULATOR_KEY, FAST, _creds
+from .test_worker import EMULATOR_KEY, FAST, WAITING, Limits, _creds
 
 BUCKET = "seekless-jobs"
 DEV = Principal(tenant_id="dev", key_id="dev")
@@ -386,56 +386,69 @@ def test_a_queued_request_for_a_session_that_cannot_be_used_is_answered_with_the
     assert answer["id"] == job.id and answer["status"] == "failed" and answer["error"]["message"]
 
 
-def test_a_job_over_its_keys_limit_fails_as_rate_limited_without_an_upstream_call(
-    env: Env, emulator: EmulatorServer, redis_url: str
-) -> None:
-    from redis.asyncio import Redis
-
-    from seekless.adapters.limits import RedisRateLimiter
-    from seekless.limits import LimitsByKeyId
-    from seekless.models import ApiKeyRecord, KeyLimits
-
-    class Keys:
-        def get(self, key_id: str) -> ApiKeyRecord:
-            return ApiKeyRecord(key_id=key_id, tenant_id="dev", limits=KeyLimits(rpm=0))
-
-    class LimitedWorker(Worker):
-        """Closes its Redis client with its other pooled connections, on its own loop."""
-
-        redis: Redis
-
-        async def aclose(self) -> None:
-            await super().aclose()
-            await self.redis.aclose()
-
+def limited_worker(env: Env, limits: Limits) -> WorkerThread:
     def build() -> Worker:
-        redis = Redis.from_url(redis_url)  # built on the worker's own loop thread
-        worker = LimitedWorker(
-            config=FAST,
+        return limits.worker(
+            config=WAITING,
             messages=SqsJobMessages(env.queue_url, client=env.sqs),
             jobs=env.jobs,
             settings=env.settings,
             model=DeepSeekClient.from_settings(env.settings, api_key=lambda _r: EMULATOR_KEY),
             sessions=None,
             endings=JobEndings(jobs=env.jobs, batches=env.service, replies=AwsReplies(sqs_client=env.sqs)),
-            limiter=RedisRateLimiter(redis),
-            limits_for=LimitsByKeyId(Keys()),
         )
-        worker.redis = redis
-        return worker
 
-    calls = emulator.stats()["calls"]
-    with WorkerThread(build):
-        job = env.requests.submit(_message({"queue_url": env.replies_url}, key_id="limited"), uuid.uuid4().hex)
+    return WorkerThread(build)
 
-        def reply() -> list[dict[str, Any]]:
-            got = env.sqs.receive_message(QueueUrl=env.replies_url, WaitTimeSeconds=1).get("Messages", [])
-            return [json.loads(m["Body"]) for m in got]
 
-        (answer,) = wait_for(reply, timeout=30, what="the rate-limited reply")
-    assert answer["id"] == job.id and answer["status"] == "failed"
-    assert answer["error"]["code"] == "rate_limit_requests"
-    assert emulator.stats()["calls"] == calls
+def test_a_batch_line_waiting_for_its_keys_limit_counts_once_when_it_completes(
+    env: Env, emulator: EmulatorServer, redis_url: str
+) -> None:
+    limits = Limits(redis_url, KeyLimits(rpm=1))
+    source = env.put(f"batches/input/dev/limited-{uuid.uuid4().hex}.jsonl", f"{line('a')}\n{line('b', 'tides')}\n")
+    with limited_worker(env, limits):
+        started = env.service.ingest(source)
+        assert started is not None and started.jobs == 2
+
+        def one_ran_one_waits() -> Batch | None:
+            shown = [job.to_api() for job in env.jobs.batch_jobs(started.id)]
+            ran = [job for job in shown if job["status"] == "succeeded"]
+            waiting = [job for job in shown if "waiting" in job]
+            batch = env.batches.get("dev", started.id)
+            return batch if len(ran) == 1 and len(waiting) == 1 and batch.completed == 1 else None
+
+        meanwhile = wait_for(one_ran_one_waits, timeout=30, interval=0.05, what="one line run, one waiting")
+        assert meanwhile.status is BatchStatus.IN_PROGRESS and meanwhile.ended == 1  # the waiting line is not ended
+        assert emulator.stats()["calls"] == 1
+        limits.minutes.next()
+        batch = env.wait_ended(started)
+    assert batch.status is BatchStatus.COMPLETED and (batch.completed, batch.failed) == (2, 0)
+    assert sorted(r["custom_id"] for r in env.read(batch.output_key)) == ["a", "b"]  # each line once
+    assert emulator.stats()["calls"] == 2
+    assert env.batches.get("dev", started.id).ended == 2  # counted once, however often it waited
+
+
+def test_a_queued_request_waiting_for_its_keys_limit_is_answered_once_when_it_runs(
+    env: Env, emulator: EmulatorServer, redis_url: str
+) -> None:
+    limits = Limits(redis_url, KeyLimits(rpm=1))
+
+    def replies(wait: int = 1) -> list[dict[str, Any]]:
+        got = env.sqs.receive_message(QueueUrl=env.replies_url, WaitTimeSeconds=wait).get("Messages", [])
+        return [json.loads(m["Body"]) for m in got]
+
+    with limited_worker(env, limits):
+        jobs = [env.requests.submit(_message({"queue_url": env.replies_url}), uuid.uuid4().hex) for _ in range(2)]
+        (first,) = wait_for(replies, timeout=30, what="the first reply")
+        waiting = next(job for job in jobs if job.id != first["id"])
+        wait_for(lambda: "waiting" in env.jobs.get("dev", waiting.id).to_api(), timeout=10, what="the other to wait")
+        assert replies(wait=2) == []  # its requester hears nothing while it waits
+        limits.minutes.next()
+        (second,) = wait_for(replies, timeout=30, what="the second reply")
+    assert first["status"] == second["status"] == "succeeded"
+    assert second["id"] == waiting.id and second["result"]["choices"][0]["message"]["content"]
+    assert replies(wait=2) == []  # one reply each
+    assert emulator.stats()["calls"] == 2
 
 
 class LaggingIndex:

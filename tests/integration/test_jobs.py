@@ -12,12 +12,13 @@ import boto3
 import pytest
 
 from seekless.adapters.jobs import DynamoJobStore
-from seekless.adapters.sqs import SqsJobQueue
+from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
 from seekless.contracts import ChatCompletionRequest, GenerationJob
 from seekless.errors import NotFound, ServiceUnavailable
-from seekless.jobs import ENQUEUE_FAILED, IdempotencyKeyReused, JobConflict, JobService, JobStatus, job_error
+from seekless.jobs import ENQUEUE_FAILED, IdempotencyKeyReused, Job, JobConflict, JobService, JobStatus, job_error
 from seekless.models import Principal
 from seekless_local.template import create_buckets, create_queues
+from tests.waiting import wait_for
 
 from .conftest import TABLES
 from .test_session_store import AtomicCalls, Clock
@@ -245,6 +246,57 @@ def test_the_producer_can_fail_only_a_queued_job(store: DynamoJobStore) -> None:
     refused("job_not_queued", lambda: store.fail("dev", running, job_error("no queue"), owner=None))
 
 
+# -- waiting for a key's per-minute limits -----------------------------------------------------------
+
+
+def defer(store: DynamoJobStore, clock: Clock, job_id: str, owner: str, message_id: str = "msg-2") -> Job:
+    return store.defer(
+        "dev", job_id, owner=owner, not_before=clock.now + 29.5, reason="rate_limit_requests", message_id=message_id
+    )
+
+
+def test_defer_puts_a_running_job_back_to_wait_without_counting_an_attempt(store: DynamoJobStore, clock: Clock) -> None:
+    job_id = new_job(store)
+    refused("job_not_running", lambda: defer(store, clock, job_id, "w1"))
+    store.claim("dev", job_id, owner="w1", lease_seconds=LEASE, message_id="msg-1")
+    refused("lease_lost", lambda: defer(store, clock, job_id, "w2"))
+    job = defer(store, clock, job_id, "w1")
+    assert job.status is JobStatus.QUEUED and job.attempts == 0 and job.deferrals == 1
+    assert job.lease_owner is None and job.lease_expires_at is None
+    shown = store.get("dev", job_id).to_api()
+    assert shown["status"] == "queued" and shown["waiting"] == {"reason": "rate_limit_requests", "until": 1_700_000_030}
+    assert [j.id for j in store.list_jobs("dev", status=JobStatus.QUEUED, limit=10, after=None).items] == [job_id]
+    refused("job_not_running", lambda: defer(store, clock, job_id, "w1"))  # only a claim takes it off the queue
+
+
+def test_only_the_deferred_copy_claims_a_waiting_job_and_its_claim_ends_the_wait(
+    store: DynamoJobStore, clock: Clock
+) -> None:
+    job_id = new_job(store)
+    store.claim("dev", job_id, owner="w1", lease_seconds=LEASE, message_id="msg-1")
+    defer(store, clock, job_id, "w1", message_id="msg-2")
+    late = refused(
+        "job_deferred", lambda: store.claim("dev", job_id, owner="w2", lease_seconds=LEASE, message_id="msg-1")
+    )
+    assert late.current is not None and late.current.status is JobStatus.QUEUED
+    job = store.claim("dev", job_id, owner="w2", lease_seconds=LEASE, message_id="msg-2")
+    assert job.status is JobStatus.RUNNING and job.attempts == 1 and job.deferrals == 1
+    assert (job.wait_reason, job.not_before, job.deferred_message) == (None, None, None)
+    assert "waiting" not in job.to_api()
+    assert store.succeed("dev", job_id, completion(), owner="w2").status is JobStatus.SUCCEEDED
+    refused("job_finished", lambda: store.claim("dev", job_id, owner="w3", lease_seconds=LEASE, message_id="msg-2"))
+
+
+def test_a_waiting_job_can_be_cancelled_and_its_copy_then_finds_it_finished(
+    store: DynamoJobStore, clock: Clock
+) -> None:
+    job_id = new_job(store)
+    store.claim("dev", job_id, owner="w1", lease_seconds=LEASE, message_id="msg-1")
+    defer(store, clock, job_id, "w1")
+    assert store.cancel("dev", job_id).status is JobStatus.CANCELLED
+    refused("job_finished", lambda: store.claim("dev", job_id, owner="w2", lease_seconds=LEASE, message_id="msg-2"))
+
+
 def test_concurrent_claims_have_exactly_one_winner(make_store: Callable[..., DynamoJobStore], aws: Any) -> None:
     # AtomicCalls: moto's server is not safe when two threads write one table at once, which real
     # DynamoDB is; serialising each API call keeps the race that matters (N conditional claims arriving
@@ -447,6 +499,33 @@ def test_the_jobs_queue_redrives_to_its_dead_letter_queue_after_five_receives(
     ]["QueueArn"]
     assert json.loads(attributes["RedrivePolicy"]) == {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5}
     assert attributes["VisibilityTimeout"] == "300"
+
+
+def test_a_deferred_copy_arrives_later_as_a_new_message_whose_receive_count_starts_again(
+    sqs: Any, queue_urls: dict[str, str]
+) -> None:
+    url = queue_urls["JobsQueue"]
+    job = GenerationJob(job_id="job_1", tenant_id="dev", key_id="dev", request=chat())
+    SqsJobQueue(url, client=sqs).enqueue(job)
+    messages = SqsJobMessages(url, client=sqs)
+    for _ in range(3):  # what repeated visibility timeouts would do: three receives of one message
+        (original,) = messages.receive(max_messages=1, wait_seconds=0, visibility_seconds=0)
+    assert original.receive_count == 3
+    copy_id = messages.send_later(job, 1)
+    assert messages.delete(original)
+    assert messages.receive(max_messages=1, wait_seconds=0, visibility_seconds=30) == []  # not before its delay
+    (copy,) = wait_for(
+        lambda: messages.receive(max_messages=1, wait_seconds=1, visibility_seconds=30), what="the delayed copy"
+    )
+    assert copy.id == copy_id and copy.receive_count == 1
+    assert GenerationJob.model_validate_json(copy.body) == job
+
+
+def test_a_copy_the_queue_refuses_is_an_error_not_a_silent_loss(sqs: Any) -> None:
+    missing = SqsJobMessages("https://sqs.us-east-1.amazonaws.com/123456789012/no-such-queue", client=sqs)
+    job = GenerationJob(job_id="job_1", tenant_id="dev", key_id="dev", request=chat())
+    with pytest.raises(ServiceUnavailable):
+        missing.send_later(job, 5)
 
 
 def test_holders_reads_many_jobs_status_and_owner_in_one_batch(store: DynamoJobStore) -> None:

@@ -4,6 +4,7 @@ long so crashes, redeliveries and the dead-letter queue show up quickly; every w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -19,15 +20,19 @@ from typing import Any
 import boto3
 import pytest
 
+from seekless.adapters.budgets import DynamoBudgets
 from seekless.adapters.deepseek import DeepSeekClient
 from seekless.adapters.dynamodb import DynamoSessionStore
 from seekless.adapters.jobs import DynamoJobStore
+from seekless.adapters.limits import RedisRateLimiter
 from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
 from seekless.config import Settings
 from seekless.contracts import ChatCompletionRequest
-from seekless.jobs import Job, JobService, JobStatus
-from seekless.models import Principal
+from seekless.jobs import Job, JobService, JobStatus, WaitPolicy
+from seekless.limits import LimitsByKeyId, RateLimiter
+from seekless.models import ApiKeyRecord, KeyLimits, Principal
 from seekless.ports import QueueMessage
+from seekless.telemetry import RecordingTelemetry, Telemetry
 from seekless.worker.fallback import FallbackChatModel
 from seekless.worker.runner import Worker, WorkerConfig
 from seekless_local.emulator import EmulatorServer
@@ -80,12 +85,12 @@ class Env:
     sessions: DynamoSessionStore
     service: JobService
 
-    def submit(self, text: str, *, session: bool = False, max_tokens: int = 200) -> Job:
+    def submit(self, text: str, *, session: bool = False, max_tokens: int = 200, principal: Principal = DEV) -> Job:
         request = ChatCompletionRequest.model_validate(
             {"model": "deepseek-flash", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
         )
         session_id = self.sessions.create("dev", title=None, metadata={}).id if session else None
-        return self.service.submit(DEV, request, session_id=session_id).job
+        return self.service.submit(principal, request, session_id=session_id).job
 
     def job(self, job_id: str) -> Job:
         return self.store.get("dev", job_id)
@@ -95,6 +100,16 @@ class Env:
         names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
         attributes = self.sqs.get_queue_attributes(QueueUrl=url or self.queue_url, AttributeNames=names)["Attributes"]
         return int(attributes[names[0]]), int(attributes[names[1]])
+
+    def pending(self) -> int:
+        """Messages left in the jobs queue, delayed ones (a deferred job's copy) included."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        attributes = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)["Attributes"]
+        return sum(int(attributes[name]) for name in names)
 
     def session_messages(self, session_id: str) -> int:
         return len(self.sessions.messages("dev", session_id).items)
@@ -148,6 +163,58 @@ FAST = WorkerConfig(
 )
 
 
+# Deferred jobs come back as soon as the limit's window turns over: no jitter to wait out in a test.
+WAITING = dataclasses.replace(FAST, wait=WaitPolicy(spread_seconds=0.0))
+
+
+class Minutes:
+    """The rate limiter's clock: one second before a minute ends, until the test moves it on a minute.
+    So a refused job's retry-after is one second (it is back a second later and refused again while the
+    minute lasts), and which jobs a minute admits is the test's choice, not a race with a real clock."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_039.0  # hh:mm:59
+
+    def __call__(self) -> float:
+        return self.now
+
+    def next(self) -> None:
+        self.now += 60
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Every job's key has ``key`` limits: per minute in Redis (on ``minutes``' clock), daily and
+    monthly in ``budgets``."""
+
+    redis_url: str
+    key: KeyLimits
+    minutes: Minutes = dataclasses.field(default_factory=Minutes)
+    budgets: DynamoBudgets | None = None
+
+    def worker(self, **parts: Any) -> Worker:
+        """A worker with these limits; call it on the worker's own thread (its Redis client lives on that
+        loop, and is closed with the worker's other pooled connections)."""
+        from redis.asyncio import Redis
+
+        redis = Redis.from_url(self.redis_url)
+        limits = self.key
+
+        class Keys:
+            def get(self, key_id: str) -> ApiKeyRecord:
+                return ApiKeyRecord(key_id=key_id, tenant_id="dev", limits=limits)
+
+        class LimitedWorker(Worker):
+            async def aclose(self) -> None:
+                await super().aclose()
+                await redis.aclose()
+
+        limiters: list[RateLimiter] = [RedisRateLimiter(redis, clock=self.minutes)]
+        if self.budgets is not None:
+            limiters.insert(0, self.budgets)  # as wiring orders them: the durable budgets first
+        return LimitedWorker(limiter=limiters, limits_for=LimitsByKeyId(Keys()), **parts)
+
+
 def in_process(
     env: Env,
     deepseek_url: str,
@@ -155,6 +222,9 @@ def in_process(
     config: WorkerConfig = FAST,
     inference_url: str | None = None,
     messages: SqsJobMessages | None = None,
+    limits: Limits | None = None,
+    telemetry: Telemetry | None = None,
+    jobs: Any = None,
 ) -> WorkerThread:
     settings = Settings(deepseek_base_url=deepseek_url, deepseek_api_key=EMULATOR_KEY, retry_attempts=1)
 
@@ -163,14 +233,16 @@ def in_process(
         if inference_url is not None:
             primary = DeepSeekClient(base_url=inference_url, api_key=lambda _refresh: "EMPTY", retry_attempts=1)
             model = FallbackChatModel(primary, model, primary_model="deepseek-flash")
-        return Worker(
-            config=config,
-            messages=messages or SqsJobMessages(env.queue_url, client=env.sqs),
-            jobs=env.store,
-            settings=settings,
-            model=model,
-            sessions=env.sessions,
-        )
+        parts: dict[str, Any] = {
+            "config": config,
+            "messages": messages or SqsJobMessages(env.queue_url, client=env.sqs),
+            "jobs": jobs or env.store,
+            "settings": settings,
+            "model": model,
+            "sessions": env.sessions,
+            "telemetry": telemetry,
+        }
+        return limits.worker(**parts) if limits is not None else Worker(**parts)
 
     return WorkerThread(build)
 
@@ -263,6 +335,143 @@ def test_a_poison_message_reaches_the_dlq_after_exactly_max_receive_count_receiv
     failed = env.job(job.id)
     assert failed.status is JobStatus.FAILED
     assert failed.error is not None and failed.error["code"] == "job_dead_lettered"
+
+
+# -- waiting for the key's limits ---------------------------------------------------------------------
+
+
+def test_jobs_over_one_request_per_minute_wait_their_turn_and_each_runs_once(
+    env: Env, emulator: EmulatorServer, redis_url: str
+) -> None:
+    telemetry = RecordingTelemetry()
+    messages = RecordingMessages(env.queue_url, client=env.sqs)
+    limits = Limits(redis_url, KeyLimits(rpm=1))
+    jobs = [env.submit(f"Essay number {n}", max_tokens=50) for n in range(3)]
+
+    def shown() -> list[dict[str, Any]]:
+        return [env.job(job.id).to_api() for job in jobs]
+
+    def minute_done(ran: int) -> list[dict[str, Any]] | None:
+        """The jobs once ``ran`` have succeeded and every other one is seen waiting at the same time."""
+        now = shown()
+        succeeded = [job for job in now if job["status"] == "succeeded"]
+        waiting = [job for job in now if "waiting" in job]
+        return now if len(succeeded) == ran and len(waiting) == len(jobs) - ran else None
+
+    with in_process(env, emulator.base_url, config=WAITING, messages=messages, limits=limits, telemetry=telemetry):
+        for minute in range(1, len(jobs)):
+            now = wait_for(lambda ran=minute: minute_done(ran), timeout=20, interval=0.02, what=f"minute {minute}")
+            assert emulator.stats()["calls"] == minute  # a waiting job never reached upstream
+            for job in now:
+                if job["status"] != "succeeded":
+                    assert job["status"] == "queued" and job["waiting"]["reason"] == "rate_limit_requests"
+                    assert job["waiting"]["until"] >= job["updated_at"]
+            limits.minutes.next()
+        wait_for(lambda: all(job["status"] == "succeeded" for job in shown()), timeout=20, what="every job")
+        wait_for(lambda: env.pending() == 0, timeout=10, what="every message to be deleted")
+    done = [env.job(job.id) for job in jobs]
+    assert all(job.attempts == 1 and "waiting" not in job.to_api() for job in done)  # a deferral is no attempt
+    assert emulator.stats()["calls"] == 3
+    deferrals = sum(job.deferrals for job in done)
+    assert deferrals >= 3 and telemetry.counts["JobsDeferred"] == deferrals  # 2 in the first minute, 1 in the next
+    # Each deferral is a new message: nothing was received twice, so nothing nears the dead-letter queue.
+    assert [m.receive_count for m in messages.received] == [1] * (3 + deferrals)
+    assert env.counts(env.dlq_url) == (0, 0)
+
+
+class DiesBeforeRecording:
+    """The job store, except the first ``defer`` raises: the worker dies after sending the deferred copy
+    and before recording it, so its lease and its delivery are left to run out."""
+
+    def __init__(self, inner: DynamoJobStore) -> None:
+        self._inner = inner
+        self.died = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def defer(self, *args: Any, **kwargs: Any) -> Job:
+        if not self.died:
+            self.died = True
+            raise RuntimeError("killed between the copy and the record")
+        return self._inner.defer(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+class DiesBeforeDeleting(RecordingMessages):
+    """The first deferral's delivery is never deleted, as if the worker died right after recording the
+    deferral: the delivery comes back when its visibility runs out."""
+
+    deferred: str | None = None
+    died = False
+
+    def send_later(self, job: Any, delay_seconds: int) -> str:
+        if self.deferred is None:
+            self.deferred = job.job_id
+        return super().send_later(job, delay_seconds)
+
+    def delete(self, message: QueueMessage) -> bool:
+        if not self.died and self.deferred is not None and self.deferred in message.body:
+            self.died = True
+            return True
+        return super().delete(message)
+
+
+@pytest.mark.parametrize("dies", ["before recording the deferral", "before deleting the deferred delivery"])
+def test_a_worker_dying_in_a_deferral_neither_loses_nor_repeats_the_job(
+    env: Env, emulator: EmulatorServer, redis_url: str, dies: str
+) -> None:
+    jobs = [env.submit(f"Essay number {n}", max_tokens=50) for n in range(2)]
+    limits = Limits(redis_url, KeyLimits(rpm=1))
+    messages = (DiesBeforeDeleting if dies.endswith("delivery") else RecordingMessages)(env.queue_url, client=env.sqs)
+    store = DiesBeforeRecording(env.store) if dies.endswith("deferral") else env.store
+    with in_process(env, emulator.base_url, config=WAITING, messages=messages, limits=limits, jobs=store):
+        # The interrupted delivery comes back once its visibility runs out, and finds another copy in charge.
+        wait_for(
+            lambda: any(m.receive_count == 2 for m in messages.received), timeout=20, what="the delivery to return"
+        )
+        assert emulator.stats()["calls"] == 1  # the minute's one request; the waiting job has not run
+        limits.minutes.next()
+        wait_for(lambda: all(env.job(job.id).status.terminal for job in jobs), timeout=20, what="both jobs to end")
+        wait_for(lambda: env.pending() == 0, timeout=20, what="every copy to be deleted")
+    assert all(env.job(job.id).status is JobStatus.SUCCEEDED for job in jobs)
+    assert emulator.stats()["calls"] == 2  # each job once
+    assert env.counts(env.dlq_url) == (0, 0)
+
+
+def test_a_job_that_would_wait_past_its_maximum_fails_with_the_reason(
+    env: Env, emulator: EmulatorServer, redis_url: str
+) -> None:
+    config = dataclasses.replace(WAITING, wait=WaitPolicy(max_wait_seconds=0.0))
+    jobs = [env.submit(f"Essay number {n}", max_tokens=50) for n in range(2)]
+    with in_process(env, emulator.base_url, config=config, limits=Limits(redis_url, KeyLimits(rpm=1))):
+        wait_for(lambda: all(env.job(job.id).status.terminal for job in jobs), timeout=15, what="both jobs to end")
+        wait_for(lambda: env.pending() == 0, timeout=10, what="both messages to be deleted")
+    ran, refused = sorted((env.job(job.id) for job in jobs), key=lambda job: job.status is not JobStatus.SUCCEEDED)
+    assert ran.status is JobStatus.SUCCEEDED and refused.status is JobStatus.FAILED and refused.deferrals == 0
+    assert refused.error is not None and refused.error["code"] == "rate_limit_wait_exceeded"
+    assert refused.error["type"] == "rate_limit_error" and "rate_limit_requests" in refused.error["message"]
+    assert emulator.stats()["calls"] == 1
+
+
+def test_a_job_over_its_keys_daily_budget_fails_with_the_reason_and_no_upstream_call(
+    env: Env, emulator: EmulatorServer, redis_url: str
+) -> None:
+    dynamodb = boto3.client("dynamodb", endpoint_url=env.moto_url, region_name="us-east-1", **_creds())
+    budgets = DynamoBudgets(TABLES["ApiKeysTable"], client=dynamodb)
+    key = Principal(tenant_id="dev", key_id=f"key_{uuid.uuid4().hex[:8]}", limits=KeyLimits(daily_tokens=1_000))
+    assert budgets.reserve(key, 1_000) is not None  # today's budget, spent
+    telemetry = RecordingTelemetry()
+    limits = Limits(redis_url, key.limits or KeyLimits(), budgets=budgets)
+    with in_process(env, emulator.base_url, config=WAITING, limits=limits, telemetry=telemetry):
+        job = env.submit("One more, please", max_tokens=50, principal=Principal(tenant_id="dev", key_id=key.key_id))
+        wait_for(lambda: env.job(job.id).status.terminal, timeout=15, what="the job to end")
+        wait_for(lambda: env.pending() == 0, timeout=10, what="its message to be deleted")
+    failed = env.job(job.id)
+    assert failed.status is JobStatus.FAILED and failed.deferrals == 0
+    assert failed.error is not None and failed.error["code"] == "daily_budget_exhausted"
+    assert failed.error["type"] == "rate_limit_error" and "daily token budget" in failed.error["message"]
+    assert emulator.stats()["calls"] == 0
+    assert "JobsDeferred" not in telemetry.counts
 
 
 def _request() -> ChatCompletionRequest:

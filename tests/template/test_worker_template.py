@@ -282,6 +282,7 @@ WORKER_GRANTS = {
         "sqs:DeleteMessage",
         "sqs:ChangeMessageVisibility",
         "sqs:GetQueueAttributes",
+        "sqs:SendMessage",  # a job waiting out its key's per-minute limits: a delayed copy of itself
     },
     resource_key(_getatt_arn("JobsTable")): {
         "dynamodb:GetItem",

@@ -8,17 +8,20 @@ from typing import Any
 import pytest
 
 from seekless.contracts import ChatCompletionRequest, GenerationJob
-from seekless.errors import InvalidRequest, NotFound, PayloadTooLarge, ServiceUnavailable
+from seekless.errors import InvalidRequest, NotFound, PayloadTooLarge, RateLimited, SeeklessError, ServiceUnavailable
 from seekless.jobs import (
     ENQUEUE_FAILED,
     Job,
     JobConflict,
     JobService,
     JobStatus,
+    WaitPolicy,
     check_transition,
     job_error,
     request_fingerprint,
+    waits,
 )
+from seekless.limits import refused
 from seekless.models import Page, Principal
 
 NOW = 1_700_000_000.0
@@ -50,11 +53,14 @@ QUEUED = job(JobStatus.QUEUED)
 LEASED = job(JobStatus.RUNNING, owner="w1", lease=NOW + 30)
 EXPIRED = job(JobStatus.RUNNING, owner="w1", lease=NOW - 1)
 FINISHED = [job(JobStatus.SUCCEEDED, owner="w1"), job(JobStatus.FAILED, owner="w1"), job(JobStatus.CANCELLED)]
+DEFERRED = dataclasses.replace(
+    QUEUED, deferrals=1, wait_reason="rate_limit_requests", not_before=NOW + 41.5, deferred_message="msg-2"
+)
 
 
-def outcome(action: Any, current: Job | None, owner: str | None = "w1") -> str:
+def outcome(action: Any, current: Job | None, owner: str | None = "w1", message_id: str | None = None) -> str:
     try:
-        check_transition(action, current, job_id="job_1", owner=owner, now=NOW)
+        check_transition(action, current, job_id="job_1", owner=owner, now=NOW, message_id=message_id)
     except NotFound:
         return "not_found"
     except JobConflict as conflict:
@@ -81,19 +87,39 @@ def outcome(action: Any, current: Job | None, owner: str | None = "w1") -> str:
         ("abandon", LEASED, None, "job_not_queued"),
         ("cancel", QUEUED, None, "ok"),
         ("cancel", LEASED, None, "ok"),
+        ("defer", LEASED, "w1", "ok"),
+        ("defer", LEASED, "w2", "lease_lost"),
+        ("defer", EXPIRED, "w2", "lease_lost"),
+        ("defer", QUEUED, "w1", "job_not_running"),
+        ("cancel", DEFERRED, None, "ok"),
     ],
 )
 def test_state_machine_allows_and_refuses(action: str, current: Job, owner: str | None, expected: str) -> None:
     assert outcome(action, current, owner) == expected
 
 
-@pytest.mark.parametrize("action", ["claim", "heartbeat", "progress", "succeed", "fail", "cancel"])
+@pytest.mark.parametrize(
+    ("current", "message_id", "expected"),
+    [
+        (DEFERRED, "msg-2", "ok"),  # the delayed copy its deferral sent
+        (DEFERRED, "msg-1", "job_deferred"),  # the delivery that deferred it, back after a crash
+        (DEFERRED, None, "ok"),  # a caller that holds no message is not checked
+        (QUEUED, "msg-1", "ok"),  # never deferred: any copy may claim it
+    ],
+)
+def test_only_the_message_a_deferral_sent_claims_the_waiting_job(
+    current: Job, message_id: str | None, expected: str
+) -> None:
+    assert outcome("claim", current, "w2", message_id=message_id) == expected
+
+
+@pytest.mark.parametrize("action", ["claim", "heartbeat", "progress", "succeed", "fail", "cancel", "defer"])
 @pytest.mark.parametrize("finished", FINISHED, ids=lambda j: str(j.status))
 def test_a_finished_job_is_never_moved_again(action: str, finished: Job) -> None:
     assert outcome(action, finished) == "job_finished"
 
 
-@pytest.mark.parametrize("action", ["claim", "heartbeat", "progress", "succeed", "fail", "cancel", "abandon"])
+@pytest.mark.parametrize("action", ["claim", "heartbeat", "progress", "succeed", "fail", "cancel", "abandon", "defer"])
 def test_a_missing_job_is_not_found(action: str) -> None:
     assert outcome(action, None) == "not_found"
 
@@ -110,6 +136,73 @@ def test_api_shapes() -> None:
     assert done.to_api()["progress"] == {"tokens": 7} and done.to_api()["result"] == {"object": "x"}
     assert "error" not in done.to_api()
     assert QUEUED.to_accepted() == {"id": "job_1", "object": "job", "status": "queued", "created_at": int(NOW)}
+
+
+def test_a_deferred_job_shows_why_and_until_when_it_waits() -> None:
+    shown = DEFERRED.to_api()
+    assert shown["status"] == "queued" and shown["waiting"] == {"reason": "rate_limit_requests", "until": int(NOW) + 42}
+    assert "waiting" not in QUEUED.to_api()
+    assert "waiting" not in dataclasses.replace(DEFERRED, status=JobStatus.CANCELLED).to_api()
+
+
+# -- waiting for a key's per-minute limits ----------------------------------------------------------
+
+
+def rpm_refusal(retry_after: float) -> SeeklessError:
+    return refused("rpm", limit=1, retry_after=retry_after)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (rpm_refusal(30), True),
+        (refused("tpm", limit=1_000, retry_after=30), True),
+        (refused("too_large", limit=1_000, retry_after=0, tokens=5_000), False),  # can never fit: 400
+        (RateLimited("spent", code="daily_budget_exhausted", retry_after=3_600), False),
+        (RateLimited("spent", code="monthly_budget_exhausted", retry_after=86_400), False),
+        (RateLimited("DeepSeek rate limit reached"), False),  # upstream's own 429: after the call
+    ],
+    ids=lambda value: getattr(value, "code", str(value)),
+)
+def test_only_the_per_minute_limits_make_a_job_wait(error: SeeklessError, expected: bool) -> None:
+    assert waits(error) is expected
+
+
+def waiting(deferrals: int = 0, created_at: float = NOW) -> Job:
+    return dataclasses.replace(LEASED, deferrals=deferrals, created_at=int(created_at))
+
+
+def test_the_first_deferral_comes_back_after_the_window_within_one_more_window() -> None:
+    policy = WaitPolicy()
+    assert policy.delay(waiting(), rpm_refusal(12.3), now=NOW, rand=lambda: 0.0) == 13  # never before it turns
+    assert policy.delay(waiting(), rpm_refusal(12.3), now=NOW, rand=lambda: 0.999) == 73  # spread over the next
+
+
+def test_the_spread_doubles_with_each_deferral_up_to_the_queues_longest_delay() -> None:
+    policy = WaitPolicy()
+    spreads = [policy.delay(waiting(deferrals=n), rpm_refusal(0.5), now=NOW, rand=lambda: 1.0) for n in range(6)]
+    assert spreads == [61, 121, 241, 481, 900, 900]
+
+
+def test_a_job_never_waits_past_its_maximum_and_at_least_a_second() -> None:
+    policy = WaitPolicy(max_wait_seconds=100)
+    assert policy.delay(waiting(), rpm_refusal(5), now=NOW + 90, rand=lambda: 1.0) == 10
+    assert policy.delay(waiting(), rpm_refusal(0.0), now=NOW, rand=lambda: 0.0) == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "job", "now"),
+    [
+        (WaitPolicy(max_wait_seconds=100), waiting(), NOW + 90.5),  # the window turns after the maximum
+        (WaitPolicy(max_wait_seconds=100), waiting(), NOW + 200),
+        (WaitPolicy(max_deferrals=3), waiting(deferrals=3), NOW),
+    ],
+)
+def test_a_job_that_would_wait_too_long_fails_with_a_clear_reason(policy: WaitPolicy, job: Job, now: float) -> None:
+    with pytest.raises(RateLimited) as caught:
+        policy.delay(job, rpm_refusal(10), now=now)
+    assert caught.value.code == "rate_limit_wait_exceeded" and caught.value.status == 429
+    assert "rate_limit_requests" in caught.value.message
 
 
 def test_the_fingerprint_ignores_key_order_and_sees_any_change() -> None:

@@ -13,7 +13,8 @@ from seekless.chat import ChatService
 from seekless.config import Settings
 from seekless.contracts import GenerationJob
 from seekless.errors import UpstreamUnavailable
-from seekless.models import Principal
+from seekless.limits import Reservation, refused
+from seekless.models import KeyLimits, Principal
 from seekless.ws.generator import Generator, StreamingOptions
 from seekless.ws.service import WsService
 from tests.fakes import (
@@ -182,6 +183,37 @@ async def test_upstream_failure_ends_with_one_error_frame(
     start, error = notifier.frames("c1")
     assert start["type"] == "start"
     assert error["type"] == "error" and error["code"] == "upstream_unavailable" and error["seq"] == 2
+
+
+class Refusing:
+    """A key's per-minute limiter with nothing left this minute."""
+
+    async def admit(self, principal: Principal, *, tokens: int) -> Reservation | None:
+        raise refused("rpm", limit=1, retry_after=30)
+
+    async def settle(self, reservation: Reservation, *, used: int) -> None:
+        return None
+
+
+async def test_a_refusal_by_the_keys_limit_is_one_error_frame_and_the_generations_failure(
+    model: FakeChatModel, log: FakeRequestLog, notifier: FakeNotifier, connections: FakeConnections
+) -> None:
+    chat = ChatService(
+        settings=Settings(),
+        model=model,
+        cache=FakeCache(),
+        sessions=FakeSessions(),
+        limiter=Refusing(),
+        limits_for=lambda key_id: KeyLimits(rpm=1),
+    )
+    generator = Generator(chat=chat, log=log, notifier=notifier, connections=connections)
+    await log.claim("dev", "r1", "c1")
+    emitter = await generator.run(job(), deadline=time.monotonic() + 5)
+    error = notifier.frames("c1")[-1]
+    assert error["type"] == "error" and error["code"] == "rate_limit_requests"
+    # The worker records the same reason for a job streamed to a connection.
+    assert emitter.failure is not None and emitter.failure.code == "rate_limit_requests"
+    assert model.calls == []
 
 
 async def test_cancel_stops_within_a_second_with_done_cancelled(

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     jobs_bucket: str | None = None  # results over job_inline_result_bytes go here
     job_ttl_days: int = 7  # job records (and their idempotency keys) are kept this long
     job_inline_result_bytes: int = 300_000  # larger results go to S3 (DynamoDB items cap at 400 KB)
+    # A job its key's requests/tokens per minute refuse waits on the queue for them, at most this long
+    # from its creation (a batch's completion window) and this many times; then it fails.
+    job_max_wait_seconds: float = 86_400.0
+    job_max_deferrals: int = 1_000
 
     # Batch files (S3) and queued requests (SQS)
     batches_table: str = "seekless-batches"

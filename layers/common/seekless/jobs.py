@@ -1,11 +1,18 @@
 """Long generations as jobs: the job model, its state machine, and the service that submits them.
 
-A job moves only forward::
+A job moves forward, except back to the queue to wait for its key's per-minute limits::
 
     queued ──claim──► running ──succeed──► succeeded
-      │                │  ▲  └────fail────► failed
-      │                │  └─ claim again once the lease has expired (a worker died): attempts + 1
-      └────cancel──────┴───cancel─────────► cancelled
+    ▲ │                │  ▲  └────fail────► failed
+    │ │                │  └─ claim again once the lease has expired (a worker died): attempts + 1
+    │ └────cancel──────┴───cancel─────────► cancelled
+    └──────defer───────┘
+
+``defer``: the lease holder puts back a job its key's requests or tokens per minute refused before any
+upstream call, until ``not_before``, naming the delayed copy of its message that will take it then (a
+claim by any other copy is refused, so a duplicate message never runs it early or keeps cycling). A
+deferral is not an attempt: it gives back the one its claim counted. ``WaitPolicy`` says how long a job
+may wait in all; past that it fails with ``rate_limit_wait_exceeded``.
 
 ``check_transition`` is the one statement of these rules. The DynamoDB adapter enforces the same rules
 as condition expressions (so two writers can never both win) and, when a condition fails, asks
@@ -20,13 +27,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from seekless.contracts import ChatCompletionRequest, GenerationJob, ReplyTo
-from seekless.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, SeeklessError, ServiceUnavailable
+from seekless.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    SeeklessError,
+    ServiceUnavailable,
+)
 from seekless.models import Principal
 
 if TYPE_CHECKING:
@@ -56,7 +74,7 @@ class JobStatus(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-Action = Literal["claim", "heartbeat", "progress", "succeed", "fail", "cancel", "abandon"]
+Action = Literal["claim", "heartbeat", "progress", "succeed", "fail", "cancel", "abandon", "defer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +102,10 @@ class Job:
     line: int | None = None  # the batch line's number, from 1
     reply_to: ReplyTo | None = None  # a queued request's reply destination
     replied: bool = False  # its reply went out
+    deferrals: int = 0  # times it went back to the queue to wait for its key's per-minute limits
+    wait_reason: str | None = None  # while deferred: the limit's error code
+    not_before: float | None = None  # while deferred: when its delayed message comes back
+    deferred_message: str | None = None  # while deferred: the id of that message, the only one that may claim it
 
     def to_api(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -104,6 +126,8 @@ class Job:
         if self.batch_id is not None:
             data["batch_id"] = self.batch_id
             data["custom_id"] = self.custom_id
+        if self.status is JobStatus.QUEUED and self.wait_reason is not None and self.not_before is not None:
+            data["waiting"] = {"reason": self.wait_reason, "until": math.ceil(self.not_before)}
         return data
 
     def to_accepted(self) -> dict[str, Any]:
@@ -155,10 +179,13 @@ def job_not_found(job_id: str) -> NotFound:
 # -- the state machine -------------------------------------------------------------------------------
 
 
-def check_transition(action: Action, job: Job | None, *, job_id: str, owner: str | None, now: float) -> None:
+def check_transition(
+    action: Action, job: Job | None, *, job_id: str, owner: str | None, now: float, message_id: str | None = None
+) -> None:
     """Raise the error ``action`` meets on ``job`` (None: missing or expired); return if it is allowed.
 
     ``abandon`` is the producer giving up on a job it could not enqueue: queued → failed, no owner.
+    ``message_id`` (claim): the queue message the claimer holds, checked against a deferred job's.
     """
     if job is None:
         raise job_not_found(job_id)
@@ -173,17 +200,75 @@ def check_transition(action: Action, job: Job | None, *, job_id: str, owner: str
         return
     if action == "claim":
         if status is JobStatus.QUEUED:
+            if job.deferred_message is not None and message_id is not None and message_id != job.deferred_message:
+                raise JobConflict(
+                    f"Job '{job_id}' waits for its key's limits; another message takes it.",
+                    code="job_deferred",
+                    current=job,
+                )
             return
         if status is JobStatus.RUNNING and (job.lease_expires_at or 0) <= now:
             return
         code = "job_finished" if status.terminal else "job_leased"
         raise JobConflict(f"Job '{job_id}' is {status} and cannot be claimed.", code=code, current=job)
-    # heartbeat, progress, succeed, fail: only the lease holder of a running job.
+    # heartbeat, progress, succeed, fail, defer: only the lease holder of a running job.
     if status is not JobStatus.RUNNING:
         code = "job_finished" if status.terminal else "job_not_running"
         raise JobConflict(f"Job '{job_id}' is {status}, not running.", code=code, current=job)
     if job.lease_owner != owner:
         raise JobConflict(f"Job '{job_id}' is leased by another worker.", code="lease_lost", current=job)
+
+
+# -- waiting for a key's per-minute limits -----------------------------------------------------------
+
+# Refusals that pass with time (the minute window turns over). A spent daily or monthly budget, or a
+# request larger than the key's whole tokens per minute, fails at once: waiting hours helps nobody.
+WAIT_CODES = frozenset({"rate_limit_requests", "rate_limit_tokens"})
+WAIT_EXCEEDED = "rate_limit_wait_exceeded"
+MAX_QUEUE_DELAY_SECONDS = 900  # SQS DelaySeconds' maximum
+
+
+def waits(error: SeeklessError) -> bool:
+    """Whether a job refused with ``error`` (before any upstream call) should wait rather than fail."""
+    return error.code in WAIT_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class WaitPolicy:
+    """How long a job refused by its key's per-minute limits is put back on the queue, and for how long
+    in all it may wait before it fails."""
+
+    max_wait_seconds: float = 86_400.0  # from the job's creation: a batch's completion window
+    max_deferrals: int = 1_000  # a bound on what one job may cost in queue and table writes
+    # One limit window: the first retries of jobs deferred together are spread over the next minute
+    # instead of all arriving as it turns over; the spread doubles with each deferral of the same job.
+    spread_seconds: float = 60.0
+    max_delay_seconds: int = MAX_QUEUE_DELAY_SECONDS
+
+    def delay(
+        self,
+        job: Job,
+        error: SeeklessError,
+        *,
+        now: float,
+        rand: Callable[[], float] = random.random,
+    ) -> int:
+        """Whole seconds until ``job`` (as claimed) tries again after ``error``; raises RateLimited with
+        ``rate_limit_wait_exceeded`` when it has waited, or would wait, longer than allowed."""
+        retry_after = max(0.0, error.retry_after or 0.0)
+        left = job.created_at + self.max_wait_seconds - now
+        if job.deferrals >= self.max_deferrals or retry_after > left:
+            raise RateLimited(
+                f"The job waited for this API key's per-minute limits ({error.code}) past its maximum wait "
+                f"({self.max_wait_seconds:g} s or {self.max_deferrals} deferrals) and was not run. Spread the "
+                "requests out or ask for a higher limit.",
+                code=WAIT_EXCEEDED,
+            )
+        # Full jitter over a growing spread: a job that keeps losing the race comes back less often,
+        # so a large batch under a small limit costs fewer receives and writes per line.
+        spread = min(float(self.max_delay_seconds), self.spread_seconds * 2.0 ** min(job.deferrals, 16))
+        delay = min(retry_after + rand() * spread, float(self.max_delay_seconds), left)
+        return max(1, math.ceil(delay))
 
 
 # -- submitting jobs ---------------------------------------------------------------------------------

@@ -140,7 +140,9 @@ class JobStore(Protocol):
 class JobLeases(Protocol):
     """Job records, seen from a worker: every write is conditional on the lease it holds."""
 
-    def claim(self, tenant_id: str, job_id: str, *, owner: str, lease_seconds: float) -> Job: ...
+    def claim(
+        self, tenant_id: str, job_id: str, *, owner: str, lease_seconds: float, message_id: str | None = None
+    ) -> Job: ...
 
     def heartbeat(self, tenant_id: str, job_id: str, *, owner: str, lease_seconds: float) -> Job: ...
 
@@ -149,6 +151,10 @@ class JobLeases(Protocol):
     def succeed(self, tenant_id: str, job_id: str, result: dict[str, Any], *, owner: str) -> Job: ...
 
     def fail(self, tenant_id: str, job_id: str, error: dict[str, Any], *, owner: str | None) -> Job: ...
+
+    def defer(
+        self, tenant_id: str, job_id: str, *, owner: str, not_before: float, reason: str, message_id: str
+    ) -> Job: ...
 
 
 class JobQueue(Protocol):
@@ -180,4 +186,9 @@ class JobMessages(Protocol):
 
     def release(self, message: QueueMessage) -> bool:
         """Visibility 0: hand the message back for another worker at once."""
+        ...
+
+    def send_later(self, job: GenerationJob, delay_seconds: int) -> str:
+        """Send ``job`` again as a new message, delivered after ``delay_seconds``; its message id. A new
+        message, not a longer visibility: its receive count starts again, so waiting never dead-letters."""
         ...

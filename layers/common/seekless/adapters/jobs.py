@@ -9,8 +9,9 @@ Both indexes exist on job items only (idempotency items carry no index keys) and
 ``?status=`` queries the status index directly, so listing the few queued jobs among thousands of
 finished ones reads only queued ones; every transition moves ``gsi2pk`` with the status in the same
 write. The indexes project the summary attributes only (INCLUDE): a page of jobs never reads the
-requests or results. The cursor (``after=<job id>``) becomes ``gsi sort key < cursor's``, which stays
-valid when the cursor job changes status between pages.
+requests or results (nor a deferred job's ``waiting``, which GET shows). The cursor
+(``after=<job id>``) becomes ``gsi sort key < cursor's``, which stays valid when the cursor job changes
+status between pages.
 
 The tenant is part of every key, so another tenant's job id is a plain miss (404). Every transition is
 one UpdateItem whose condition is the state machine's rule (seekless.jobs) and ``expires_at > now``;
@@ -180,6 +181,10 @@ class DynamoJobStore:
             line=int(data["line"]) if data.get("line") is not None else None,
             reply_to=ReplyTo.model_validate_json(data["reply_to"]) if data.get("reply_to") else None,
             replied="replied_at" in data,
+            deferrals=int(data.get("deferrals", 0)),
+            wait_reason=data.get("wait_reason"),
+            not_before=float(data["not_before"]) if data.get("not_before") is not None else None,
+            deferred_message=data.get("deferred_message"),
         )
 
     # -- create --------------------------------------------------------------------------------------
@@ -551,6 +556,7 @@ class DynamoJobStore:
         update: str,
         values: dict[str, Any],
         status: JobStatus | None = None,
+        message_id: str | None = None,
     ) -> Job:
         now = self._clock()
         values = {**values, ":now": int(now), ":t": int(now)}
@@ -580,31 +586,68 @@ class DynamoJobStore:
             current = self._job(old) if old and self._alive(old) and old.get("job_id") else None
             if action == "cancel" and current is not None and current.status is JobStatus.CANCELLED:
                 return current  # cancelling twice is harmless: the answer is the same
-            check_transition(action, current, job_id=job_id, owner=owner, now=now)
+            check_transition(action, current, job_id=job_id, owner=owner, now=now, message_id=message_id)
             raise JobConflict(f"Job '{job_id}' changed concurrently; read it again.", current=current) from error
         return self._job(updated["Attributes"], resolve=action == "succeed")
 
-    def claim(self, tenant_id: str, job_id: str, *, owner: str, lease_seconds: float) -> Job:
-        """queued → running, or take over a running job whose lease expired (a worker died): attempts + 1."""
+    def claim(
+        self, tenant_id: str, job_id: str, *, owner: str, lease_seconds: float, message_id: str | None = None
+    ) -> Job:
+        """queued → running, or take over a running job whose lease expired (a worker died): attempts + 1.
+        With ``message_id``, a deferred job is claimed only through the message its deferral sent."""
+        queued = "#status = :queued"
+        values: dict[str, Any] = {
+            ":queued": str(JobStatus.QUEUED),
+            ":running": str(JobStatus.RUNNING),
+            ":nowf": _number(self._clock()),
+            ":zero": 0,
+            ":one": 1,
+            ":owner": owner,
+            ":lease": _number(self._clock() + lease_seconds),
+        }
+        if message_id is not None:
+            queued += " AND (attribute_not_exists(deferred_message) OR deferred_message = :message)"
+            values[":message"] = message_id
         return self._transition(
             "claim",
             tenant_id,
             job_id,
             owner=owner,
-            condition="#status = :queued OR (#status = :running AND lease_expires_at <= :nowf)",
+            condition=f"({queued}) OR (#status = :running AND lease_expires_at <= :nowf)",
             update=(
-                "SET attempts = if_not_exists(attempts, :zero) + :one, lease_owner = :owner, lease_expires_at = :lease"
+                "SET attempts = if_not_exists(attempts, :zero) + :one, lease_owner = :owner, lease_expires_at = :lease "
+                "REMOVE wait_reason, not_before, deferred_message"
+            ),
+            values=values,
+            status=JobStatus.RUNNING,
+            message_id=message_id,
+        )
+
+    def defer(self, tenant_id: str, job_id: str, *, owner: str, not_before: float, reason: str, message_id: str) -> Job:
+        """running → queued by its lease holder, to wait for its key's per-minute limits until
+        ``not_before``, when ``message_id`` (sent before this write) comes back to claim it. The attempt
+        its claim counted is given back: nothing ran."""
+        return self._transition(
+            "defer",
+            tenant_id,
+            job_id,
+            owner=owner,
+            condition=self._owned(),
+            update=(
+                "SET attempts = attempts - :one, deferrals = if_not_exists(deferrals, :zero) + :one, "
+                "wait_reason = :reason, not_before = :not_before, deferred_message = :message "
+                "REMOVE lease_owner, lease_expires_at"
             ),
             values={
-                ":queued": str(JobStatus.QUEUED),
                 ":running": str(JobStatus.RUNNING),
-                ":nowf": _number(self._clock()),
+                ":owner": owner,
                 ":zero": 0,
                 ":one": 1,
-                ":owner": owner,
-                ":lease": _number(self._clock() + lease_seconds),
+                ":reason": reason,
+                ":not_before": _number(not_before),
+                ":message": message_id,
             },
-            status=JobStatus.RUNNING,
+            status=JobStatus.QUEUED,
         )
 
     def _owned(self) -> str:

@@ -29,6 +29,14 @@ def _attributes(job: GenerationJob) -> dict[str, Any]:
     return {"contract": {"DataType": "String", "StringValue": f"GenerationJob/v{job.version}"}}
 
 
+def _message(job: GenerationJob) -> dict[str, Any]:
+    return {"MessageBody": job.model_dump_json(exclude_none=True), "MessageAttributes": _attributes(job)}
+
+
+def _queue_unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("The jobs queue is unavailable; retry shortly.", code="queue_unavailable")
+
+
 class SqsJobQueue:
     def __init__(self, queue_url: str, *, client: SqsClient | None = None) -> None:
         self._queue_url = queue_url
@@ -40,35 +48,20 @@ class SqsJobQueue:
 
     def enqueue(self, job: GenerationJob) -> None:
         try:
-            self._client.send_message(
-                QueueUrl=self._queue_url,
-                MessageBody=job.model_dump_json(exclude_none=True),
-                MessageAttributes=_attributes(job),
-            )
+            self._client.send_message(QueueUrl=self._queue_url, **_message(job))
         except (ClientError, BotoCoreError) as error:
-            raise ServiceUnavailable(
-                "The jobs queue is unavailable; retry shortly.", code="queue_unavailable"
-            ) from error
+            raise _queue_unavailable() from error
 
     def enqueue_many(self, jobs: list[GenerationJob]) -> None:
         """SendMessageBatch in tens; entries SQS refuses are sent again (three rounds), then it raises."""
         for start in range(0, len(jobs), 10):
             pending = {str(i): job for i, job in enumerate(jobs[start : start + 10])}
             for _ in range(3):
-                entries = [
-                    {
-                        "Id": i,
-                        "MessageBody": job.model_dump_json(exclude_none=True),
-                        "MessageAttributes": _attributes(job),
-                    }
-                    for i, job in pending.items()
-                ]
+                entries = [{"Id": i, **_message(job)} for i, job in pending.items()]
                 try:
                     answer = self._client.send_message_batch(QueueUrl=self._queue_url, Entries=entries)
                 except (ClientError, BotoCoreError) as error:
-                    raise ServiceUnavailable(
-                        "The jobs queue is unavailable; retry shortly.", code="queue_unavailable"
-                    ) from error
+                    raise _queue_unavailable() from error
                 pending = {f["Id"]: pending[f["Id"]] for f in answer.get("Failed") or []}
                 if not pending:
                     break
@@ -80,6 +73,8 @@ class SqsConsumerClient(Protocol):
     """The calls the worker makes (boto3's SQS client)."""
 
     def receive_message(self, **kwargs: Any) -> Any: ...
+
+    def send_message(self, **kwargs: Any) -> Any: ...
 
     def change_message_visibility(self, **kwargs: Any) -> Any: ...
 
@@ -137,3 +132,11 @@ class SqsJobMessages:
 
     def delete(self, message: QueueMessage) -> bool:
         return self._call("delete", self._client.delete_message, ReceiptHandle=message.receipt)
+
+    def send_later(self, job: GenerationJob, delay_seconds: int) -> str:
+        """Raises ServiceUnavailable when SQS refuses: the worker must know its copy was not sent."""
+        try:
+            answer = self._client.send_message(QueueUrl=self._queue_url, DelaySeconds=delay_seconds, **_message(job))
+        except (ClientError, BotoCoreError) as error:
+            raise _queue_unavailable() from error
+        return str(answer["MessageId"])

@@ -21,6 +21,23 @@ DynamoDB transaction with a marker on the job item (``session_appended_at``, ref
 - a crash after the append: the redelivery's append is refused by the marker. No turn is lost or doubled.
 The message is deleted last, so any crash before it means a redelivery that finishes what was left.
 
+Waiting for limits. A job its key's requests or tokens per minute refuse (always before any upstream
+call) is deferred, not failed, unless it streams to a WebSocket client, who has the error frame and
+wants to know now:
+
+1. a copy of its message is sent, delayed until the limit's window turns over (plus jitter);
+2. the record goes running → queued (``defer``, conditional on our lease), naming that copy;
+3. this delivery is deleted.
+
+A crash before 1 is any worker crash: the message comes back once the lease has expired. From 1 on, two
+messages may exist and the claim decides between them: between 1 and 2 the record is still running, so
+whichever message comes second finds it leased (and waits), finished, or deferred again by the first;
+after 2 only the named copy may claim the queued job, so this delivery, if it comes back, is dropped
+(``job_deferred``). One copy runs the job; nothing is lost, since this delivery is deleted last. The
+copy is a new message, so waiting adds nothing to a receive count and never dead-letters. A job past
+its ``WaitPolicy`` fails with ``rate_limit_wait_exceeded``; one whose copy cannot be sent fails with the
+limit's own error, as it would without waiting.
+
 Lease and visibility are renewed together, lease first, so a dead worker's lease has expired by the
 time its message reappears and the next claim succeeds at once. A delivery that still finds a live
 lease waits once for it to expire (holding the message, so no receive is spent) before concluding
@@ -54,14 +71,14 @@ from seekless.audit import Auditor
 from seekless.chat import ChatService, PreparedChat
 from seekless.config import Settings
 from seekless.contracts import ChatResult, GenerationJob, ResultBuilder, StreamEnd, StreamEvent
-from seekless.errors import Conflict, NotFound, SeeklessError, UpstreamError
-from seekless.jobs import Job, JobConflict, JobStatus, job_error
+from seekless.errors import Conflict, NotFound, RateLimited, SeeklessError, UpstreamError
+from seekless.jobs import Job, JobConflict, JobStatus, WaitPolicy, job_error, waits
 from seekless.limits import RateLimiter
 from seekless.models import KeyLimits, Page, Principal, Session, StoredMessage
 from seekless.ports import ChatModel, JobLeases, JobMessages, QueueMessage, SessionStore
 from seekless.queued import JobEndings
 from seekless.telemetry import NullTelemetry, Telemetry
-from seekless.ws.generator import Connections, Generator, Notifier, RequestLog, StreamingOptions
+from seekless.ws.generator import Connections, FrameEmitter, Generator, Notifier, RequestLog, StreamingOptions
 
 logger = logging.getLogger("seekless.worker")
 SNAPSHOT_CHECK_SECONDS = 0.1
@@ -112,6 +129,7 @@ class WorkerConfig:
     progress_seconds: float = 5.0
     cancel_poll_seconds: float = 0.5
     job_deadline_seconds: float = 3_600.0
+    wait: WaitPolicy = field(default_factory=WaitPolicy)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
@@ -125,6 +143,7 @@ class WorkerConfig:
             progress_seconds=settings.worker_progress_seconds,
             cancel_poll_seconds=settings.worker_cancel_poll_seconds,
             job_deadline_seconds=settings.worker_job_deadline_seconds,
+            wait=WaitPolicy(max_wait_seconds=settings.job_max_wait_seconds, max_deferrals=settings.job_max_deferrals),
         )
 
     @property
@@ -522,7 +541,10 @@ class Worker:
             await self._delete(message)
             return
         except SeeklessError as error:
-            await self._fail(job, message, error)
+            if job.connection_id is None and waits(error):
+                await self._defer(job, message, record, error)
+            else:
+                await self._fail(job, message, error)
             return
         await self._succeed(job, message, prepared, tap.result(job))
 
@@ -544,13 +566,22 @@ class Worker:
             try:
                 lease = self.config.lease_seconds
                 return await asyncio.to_thread(
-                    self._jobs.claim, job.tenant_id, job.job_id, owner=self.owner, lease_seconds=lease
+                    self._jobs.claim,
+                    job.tenant_id,
+                    job.job_id,
+                    owner=self.owner,
+                    lease_seconds=lease,
+                    message_id=message.id,
                 )
             except NotFound:
                 logger.warning("job %s has no record (expired or never created); dropping its message", job.job_id)
                 await self._delete(message)
                 return None
             except JobConflict as conflict:
+                if conflict.code == "job_deferred":
+                    logger.info("job %s waits for its deferred message; dropping this copy", job.job_id)
+                    await self._delete(message)
+                    return None
                 current = conflict.current
                 if current is None or current.status.terminal:
                     if current is not None and current.status is JobStatus.SUCCEEDED and current.session_id:
@@ -602,20 +633,21 @@ class Worker:
                 async for _ in events:
                     pass
             return prepared
-        cancelled = await self._stream_to_connection(job, chat, frames, deadline)
+        emitter = await self._stream_to_connection(job, chat, frames, deadline)
         if tap.end is not None:
             return prepared
         if tap.error is not None:
             raise tap.error
-        if cancelled:
+        if emitter.cancelled:
             raise _ClientCancelled
+        if emitter.failure is not None:  # refused before upstream (a key's limit): the frame's reason
+            raise emitter.failure
         raise UpstreamError("The generation stopped: its WebSocket client went away.", code="client_gone")
 
     async def _stream_to_connection(
         self, job: GenerationJob, chat: ChatService, frames: FrameSink, deadline: float
-    ) -> bool:
-        """The WebSocket generator's own path (frames, coalescing, resume, client cancel). True when the
-        client cancelled."""
+    ) -> FrameEmitter:
+        """The WebSocket generator's own path (frames, coalescing, resume, client cancel)."""
         assert job.connection_id is not None
         try:
             await frames.log.claim(job.tenant_id, job.job_id, job.connection_id)  # False: already claimed
@@ -628,8 +660,7 @@ class Worker:
             connections=frames.connections,
             options=frames.options,
         )
-        emitter = await generator.run(job, deadline=deadline)
-        return emitter.cancelled
+        return await generator.run(job, deadline=deadline)
 
     async def _supervise(
         self,
@@ -759,6 +790,46 @@ class Worker:
                 return
         self._telemetry.count("JobsFailed")
         await self._ended(job)
+        await self._delete(message)
+
+    async def _defer(self, job: GenerationJob, message: QueueMessage, claimed: Job, error: SeeklessError) -> None:
+        """Put the job back on the queue until its key's per-minute limits allow it (see module doc)."""
+        now = time.time()
+        try:
+            delay = self.config.wait.delay(claimed, error, now=now)
+        except RateLimited as exceeded:
+            await self._fail(job, message, exceeded)
+            return
+        try:
+            copy = await asyncio.to_thread(self._messages.send_later, job, delay)
+        except Exception:
+            logger.warning("job %s: its deferred copy could not be sent; failing it", job.job_id, exc_info=True)
+            await self._fail(job, message, error)
+            return
+        try:
+            await asyncio.to_thread(
+                self._jobs.defer,
+                job.tenant_id,
+                job.job_id,
+                owner=self.owner,
+                not_before=now + delay,
+                reason=str(error.code),
+                message_id=copy,
+            )
+        except JobConflict as conflict:
+            if conflict.code == "job_finished":  # cancelled meanwhile: the copy will find it so and go
+                await self._ended(job)
+                await self._delete(message)
+            return  # else: lease lost, the new holder has the job
+        self._telemetry.count("JobsDeferred")
+        audit.handed_off()  # the run its copy makes writes this request's record
+        logger.info(
+            "job %s deferred %d s by its key's limit (%s; deferral %d)",
+            job.job_id,
+            delay,
+            error.code,
+            claimed.deferrals + 1,
+        )
         await self._delete(message)
 
     async def _append_session(self, job: GenerationJob, messages: list[dict[str, Any]]) -> None:

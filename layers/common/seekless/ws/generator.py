@@ -59,6 +59,7 @@ class FrameEmitter:
         self.seq = 0
         self.posts = 0
         self.cancelled = False
+        self.failure: SeeklessError | None = None  # what the error frame said, for a job's record
         self.gone_since: float | None = None
         self._dead: set[str] = set()
 
@@ -72,6 +73,12 @@ class FrameEmitter:
             target, cancelled = self._job.connection_id, False
         self.cancelled = self.cancelled or cancelled
         await self._post(target, data)
+
+    async def fail(self, error: SeeklessError) -> None:
+        """End the request with an ``error`` frame (a job streamed here fails with the same reason)."""
+        self.failure = error
+        audit.note_error(error)
+        await self.emit("error", code=error.code or error.type, message=error.message)
 
     async def poll(self) -> None:
         """While nothing is being emitted: has the client cancelled, or come back on a new connection?"""
@@ -152,7 +159,7 @@ class Generator:
                 job.request, principal, headers={}, deadline=deadline, session_id=job.session_id
             )
         except SeeklessError as error:
-            await _error(emitter, error)
+            await emitter.fail(error)
             return emitter
         # Upstream starts first; the client hears back at once while it works (thinking models take
         # long to their first token), and a cancel must work during that wait too.
@@ -170,7 +177,7 @@ class Generator:
         try:
             stream = starting.result()
         except SeeklessError as error:
-            await _error(emitter, error)
+            await emitter.fail(error)
             return emitter
         await self._relay(stream.events, emitter, cache=stream.cache)
         return emitter
@@ -225,7 +232,7 @@ class Generator:
                     return
                 elif isinstance(item, SeeklessError):
                     await flush()
-                    await _error(emitter, item)
+                    await emitter.fail(item)
                     return
                 if self._should_stop(emitter):
                     pumping.cancel()
@@ -235,8 +242,3 @@ class Generator:
         finally:
             pumping.cancel()
             await asyncio.gather(pumping, return_exceptions=True)
-
-
-async def _error(emitter: FrameEmitter, error: SeeklessError) -> None:
-    audit.note_error(error)
-    await emitter.emit("error", code=error.code or error.type, message=error.message)
