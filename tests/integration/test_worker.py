@@ -5,6 +5,7 @@ long so crashes, redeliveries and the dead-letter queue show up quickly; every w
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import random
 import signal
@@ -341,8 +342,9 @@ def test_a_poison_message_reaches_the_dlq_after_exactly_max_receive_count_receiv
 
 
 def test_jobs_over_one_request_per_minute_wait_their_turn_and_each_runs_once(
-    env: Env, emulator: EmulatorServer, redis_url: str
+    env: Env, emulator: EmulatorServer, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="seekless.audit")
     telemetry = RecordingTelemetry()
     messages = RecordingMessages(env.queue_url, client=env.sqs)
     limits = Limits(redis_url, KeyLimits(rpm=1))
@@ -377,6 +379,10 @@ def test_jobs_over_one_request_per_minute_wait_their_turn_and_each_runs_once(
     # Each deferral is a new message: nothing was received twice, so nothing nears the dead-letter queue.
     assert [m.receive_count for m in messages.received] == [1] * (3 + deferrals)
     assert env.counts(env.dlq_url) == (0, 0)
+    # One audit record per job, written by the run that answered it (a deferral is not a request).
+    audits = [r.audit for r in caplog.records if hasattr(r, "audit")]
+    assert sorted(a["request_id"] for a in audits) == sorted(job.id for job in jobs)
+    assert all(a["route"] == "job" and a["status"] == 200 and a["completion_tokens"] > 0 for a in audits)
 
 
 class DiesBeforeRecording:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
 import pytest
 
+from seekless.audit import Auditor
 from seekless.chat import ChatService
 from seekless.config import Settings
 from seekless.contracts import GenerationJob
@@ -25,6 +27,7 @@ from tests.fakes import (
     FakeNotifier,
     FakeRequestLog,
     FakeSessions,
+    RecordingUsage,
 )
 
 DEV = Principal(tenant_id="dev", key_id="k1")
@@ -259,3 +262,52 @@ async def test_resume_replays_after_seq_and_continues_on_the_new_connection(
     assert sorted(seen) == list(range(1, max(seen) + 1))  # nothing missing, duplicates collapse by seq
     assert seen[max(seen)]["type"] == "done"
     assert "".join(f.get("content", "") for f in seen.values() if f["type"] == "delta") == "a b c d e f"
+
+
+# -- audit ---------------------------------------------------------------------------------------------
+
+
+async def test_a_refused_frame_is_audited_here_and_a_started_chat_by_its_generator(
+    chat: ChatService, log: FakeRequestLog, notifier: FakeNotifier, invoker: FakeInvoker, caplog: Any
+) -> None:
+    caplog.set_level(logging.INFO, logger="seekless.audit")
+    usage = RecordingUsage()
+    service = WsService(chat=chat, log=log, notifier=notifier, invoker=invoker, auditor=Auditor(usage=usage))
+    await service.handle("c1", DEV, chat_message(request_id="r-refused", max_tokens=999_999))
+    await service.handle("c1", DEV, '{"action": "cancel", "request_id": "nope"}')
+    await service.handle("c1", DEV, '{"action": "ping"}')
+    await service.handle("c1", DEV, chat_message(request_id="r-started"))
+    audits = [r.audit for r in caplog.records if hasattr(r, "audit")]
+    assert [(a["route"], a["request_id"], a["status"], a["error_code"]) for a in audits] == [
+        ("ws.chat", "r-refused", 400, "invalid_value"),
+        ("ws.cancel", "nope", 400, "unknown_request"),
+    ]
+    assert audits[0]["tenant_id"] == DEV.tenant_id and audits[0]["model"] == "deepseek-flash"
+    assert [(r.model, r.status) for r in usage.records] == [("deepseek-flash", 400)]  # an error on its model
+    assert len(invoker.payloads) == 1  # the started chat went on to the generator, which audits it
+
+
+async def test_a_generation_is_one_audit_record_with_its_tokens_and_an_upstream_error_its_code(
+    chat: ChatService,
+    model: FakeChatModel,
+    log: FakeRequestLog,
+    notifier: FakeNotifier,
+    connections: FakeConnections,
+    caplog: Any,
+) -> None:
+    caplog.set_level(logging.INFO, logger="seekless.audit")
+    generator = Generator(chat=chat, log=log, notifier=notifier, connections=connections, auditor=Auditor())
+    await log.claim("dev", "r1", "c1")
+    await generator.run(job(), deadline=time.monotonic() + 5)
+    model.fail_with = UpstreamUnavailable("DeepSeek is unavailable.")
+    await log.claim("dev", "r2", "c1")
+    await generator.run(job(job_id="r2"), deadline=time.monotonic() + 5)
+    ok, failed = [r.audit for r in caplog.records if hasattr(r, "audit")]
+    assert (ok["route"], ok["request_id"], ok["status"], ok["model"], ok["prompt_tokens"]) == (
+        "ws.chat",
+        "r1",
+        200,
+        "deepseek-flash",
+        10,
+    )
+    assert (failed["request_id"], failed["status"], failed["error_code"]) == ("r2", 503, "upstream_unavailable")

@@ -312,6 +312,7 @@ def ws_service() -> WsService:
         job_queue=queue,
         aliases=job_aliases(),
         job_min_max_tokens=config.ws_job_min_max_tokens,
+        auditor=auditor(),
     )
 
 

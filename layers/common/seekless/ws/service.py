@@ -14,7 +14,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from seekless import audit
 from seekless.adapters.ws_buffer import RedisRequestLog
+from seekless.audit import Auditor
 from seekless.chat import ChatService
 from seekless.contracts import GenerationJob
 from seekless.errors import SeeklessError
@@ -165,8 +167,10 @@ class WsService:
         job_queue: JobQueue | None = None,
         aliases: JobAliases | None = None,
         job_min_max_tokens: int = 16_384,
+        auditor: Auditor | None = None,
     ) -> None:
         self._chat = chat
+        self._auditor = auditor or Auditor()
         self._log = log
         self._notifier = notifier
         self._invoker = invoker
@@ -184,25 +188,36 @@ class WsService:
         await asyncio.to_thread(self._notifier.post, connection_id, data)
 
     async def handle(self, connection_id: str, principal: Principal, body: str | None) -> None:
-        try:
-            action = parse_action(body)
-            if isinstance(action, ChatAction):
-                await self._start(connection_id, principal, action)
-            elif isinstance(action, CancelAction):
-                if not await self._log.cancel(principal.tenant_id, action.request_id):
-                    raise _unknown(action.request_id)
-                await self._cancel_job(connection_id, principal, action.request_id)
-            elif isinstance(action, ResumeAction):
-                await self._resume(connection_id, principal, action)
-            elif isinstance(action, PingAction):
-                await self._send(connection_id, frame("pong", None, 0))
-        except FrameError as error:
-            await self._send(connection_id, error.frame())
-        except SeeklessError as error:
-            await self._send(connection_id, frame_for(error, None))
-        except Exception:  # Redis or AWS trouble: the client still gets an answer
-            logger.exception("websocket route failed")
-            await self._send(connection_id, error_frame(None, 0, "internal_error", "The request could not be handled."))
+        """Answer one frame. Its audit record is written here, unless the frame started a generation,
+        whose generator (or worker, for a job) writes the record when it ends."""
+        async with self._auditor.request("ws.frame", principal=principal) as record:
+            try:
+                action = parse_action(body)
+                record.route = f"ws.{getattr(action, 'action', 'chat')}"
+                record.request_id = getattr(action, "request_id", None) or record.request_id
+                if isinstance(action, ChatAction):
+                    await self._start(connection_id, principal, action)
+                elif isinstance(action, CancelAction):
+                    if not await self._log.cancel(principal.tenant_id, action.request_id):
+                        raise _unknown(action.request_id)
+                    await self._cancel_job(connection_id, principal, action.request_id)
+                elif isinstance(action, ResumeAction):
+                    await self._resume(connection_id, principal, action)
+                elif isinstance(action, PingAction):
+                    audit.handed_off()  # a keep-alive, not a request: no record
+                    await self._send(connection_id, frame("pong", None, 0))
+            except FrameError as error:
+                record.status, record.error_code = 400, error.code
+                await self._send(connection_id, error.frame())
+            except SeeklessError as error:
+                audit.note_error(error)
+                await self._send(connection_id, frame_for(error, None))
+            except Exception:  # Redis or AWS trouble: the client still gets an answer
+                logger.exception("websocket route failed")
+                record.status, record.error_code = 500, "internal_error"
+                await self._send(
+                    connection_id, error_frame(None, 0, "internal_error", "The request could not be handled.")
+                )
 
     async def _start(self, connection_id: str, principal: Principal, action: ChatAction) -> None:
         request = action.completion_request()
@@ -216,6 +231,7 @@ class WsService:
                 session_id=action.session_id,
             )
         except SeeklessError as error:
+            audit.note_error(error)
             await self._send(connection_id, frame_for(error, action.request_id))
             return
         as_job = action.runs_as_job(request, min_max_tokens=self._job_min_max_tokens)
@@ -230,6 +246,7 @@ class WsService:
         if as_job:
             await self._submit_job(connection_id, principal, action, request)
             return
+        audit.handed_off()  # the generator writes this request's record when the answer ends
         job = GenerationJob(
             job_id=action.request_id,
             tenant_id=principal.tenant_id,
@@ -252,7 +269,9 @@ class WsService:
         jobs = JobService(store=self._job_store, queue=queue)
         try:
             await asyncio.to_thread(jobs.submit, principal, request, session_id=action.session_id)
+            audit.handed_off()  # the worker writes this request's record when the job ends
         except SeeklessError as error:
+            audit.note_error(error)
             # After the queued frame (enqueue failed, the job is marked failed) or instead of it.
             seq = QUEUED_SEQ + 1 if await aliases.job_for(tenant_id, request_id) else QUEUED_SEQ
             value = error_frame(request_id, seq, error.code or error.type, error.message)
