@@ -5,6 +5,7 @@ long so crashes, redeliveries and the dead-letter queue show up quickly; every w
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import random
@@ -651,3 +652,39 @@ def test_sigterm_hands_back_what_the_grace_period_cannot_finish(
     for j in jobs:
         held = env.job(j.id)
         assert held.status is JobStatus.RUNNING and (held.lease_expires_at or 0) <= now  # free to claim now
+
+
+def test_the_worker_process_writes_json_audit_records_and_publishes_its_metrics(
+    env: Env, emulator: EmulatorServer, redis_url: str, tmp_path: Path
+) -> None:
+    job = env.submit("audit me")
+    log = tmp_path / "worker.log"
+    environment = worker_env(
+        env,
+        emulator,
+        redis_url,
+        tmp_path,
+        POWERTOOLS_LOG_LEVEL="INFO",
+        POWERTOOLS_METRICS_DISABLED="false",
+        POWERTOOLS_METRICS_NAMESPACE="Seekless",
+        POWERTOOLS_SERVICE_NAME="seekless",
+    )
+    process = start_worker(environment, log)
+    try:
+        wait_for(lambda: env.job(job.id).status is JobStatus.SUCCEEDED, timeout=20, what="the job")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    lines = [json.loads(text) for text in log.read_text().splitlines() if text.startswith("{")]
+    (audit,) = [line["audit"] for line in lines if "audit" in line]
+    assert (audit["route"], audit["request_id"], audit["status"]) == ("job", job.id, 200)
+    assert audit["tenant_id"] == "dev" and audit["completion_tokens"] > 0
+    emf = [line for line in lines if "_aws" in line]  # CloudWatch's embedded metric format
+    succeeded = [value for line in emf for value in _as_list(line.get("JobsSucceeded", []))]
+    assert sum(succeeded) == 1
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]

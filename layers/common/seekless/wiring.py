@@ -542,6 +542,11 @@ def worker() -> Worker:
 
     config = settings()
     path = health_path(config.worker_health_file)
+
+    def alive() -> None:
+        touch(path)
+        flush_worker_metrics()  # a long-running task has no invocation end to flush at: every beat instead
+
     return Worker(
         config=WorkerConfig.from_settings(config),
         messages=job_messages(),
@@ -550,7 +555,8 @@ def worker() -> Worker:
         model=worker_chat_model(),
         sessions=session_store(),
         frames=worker_frames(),
-        on_alive=lambda: touch(path),
+        on_alive=alive,
+        telemetry=telemetry(),
         alive_interval=min(5.0, max(0.5, config.worker_health_max_age_seconds / 3)),
         endings=job_endings(),
         limiter=limiters(),
@@ -559,6 +565,16 @@ def worker() -> Worker:
     )
 
 
+def flush_worker_metrics() -> None:
+    """Publish the worker's metrics so far as one EMF line (CloudWatch reads it from the task's log)."""
+    from seekless.observability import PowertoolsTelemetry
+
+    metrics = telemetry()
+    if isinstance(metrics, PowertoolsTelemetry):
+        metrics.flush()
+
+
 async def close_worker() -> None:
     """Close the worker's pooled clients on its event loop (the process is about to exit)."""
+    flush_worker_metrics()
     await aclose_environment()

@@ -44,11 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.health:
         return _health()
-    logging.basicConfig(
-        level=os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+    # JSON lines, as the Lambdas write them: audit records and EMF metrics stay machine-readable.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LambdaPowertoolsFormatter(utc=True))
+    logging.basicConfig(level=os.environ.get("POWERTOOLS_LOG_LEVEL", "INFO").upper(), handlers=[handler])
     asyncio.run(_serve())
     return 0
 
