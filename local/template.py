@@ -51,6 +51,13 @@ _FN_TAGS = (
     "Transform",
     "ToJsonString",
     "Length",
+    # Rules-only functions (the template's Rules section).
+    "Contains",
+    "EachMemberEquals",
+    "EachMemberIn",
+    "RefAll",
+    "ValueOf",
+    "ValueOfAll",
 )
 
 
@@ -239,10 +246,19 @@ def create_queues(
 
 
 def _encryption_rules(encryption: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """CloudFormation's BucketEncryption rules in the S3 API's spelling."""
+    """CloudFormation's BucketEncryption rules in the S3 API's spelling.
+
+    A KMS key named by an intrinsic (``!GetAtt DataKey.Arn``) is the stack's own key, which the local
+    stack does not create: the bucket keeps SSE-KMS with the service's default key instead.
+    """
     rules = []
     for rule in encryption["ServerSideEncryptionConfiguration"]:
-        converted = {"ApplyServerSideEncryptionByDefault": rule["ServerSideEncryptionByDefault"]}
+        default = {
+            key: value
+            for key, value in rule["ServerSideEncryptionByDefault"].items()
+            if key != "KMSMasterKeyID" or isinstance(value, str)
+        }
+        converted = {"ApplyServerSideEncryptionByDefault": default}
         if "BucketKeyEnabled" in rule:
             converted["BucketKeyEnabled"] = rule["BucketKeyEnabled"]
         rules.append(converted)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from seekless.adapters.breaker import RedisCircuitBreaker
+from seekless.adapters.breaker import OPEN_METRIC, RedisCircuitBreaker
+from seekless.telemetry import RecordingTelemetry
 from seekless_local.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
@@ -217,3 +218,30 @@ async def test_another_lambdas_failures_are_forgotten_on_our_success(redis: Redi
     await ours.record_success()  # resets the shared count: failures must be consecutive
     await theirs.record_failure()
     assert await ours.state() == "closed"
+
+
+async def test_opening_and_every_refusal_count_breaker_open_for_the_alarm(redis: Redis, clock: Clock) -> None:
+    # template.yaml alarms on this metric: it must come while the breaker is open, and only then.
+    telemetry = RecordingTelemetry()
+    b = breaker(redis, clock, telemetry=telemetry)
+    for _ in range(THRESHOLD - 1):
+        await b.record_failure()
+    assert await b.allow()
+    assert OPEN_METRIC not in telemetry.counts
+    await b.record_failure()  # opens
+    assert telemetry.counts[OPEN_METRIC] == 1
+    for _ in range(3):
+        assert not await b.allow()
+    assert telemetry.counts[OPEN_METRIC] == 4
+    clock.advance(COOLDOWN)
+    assert await b.allow()  # the half-open probe is not a refusal
+    await b.record_failure()  # the probe failed: open again
+    assert telemetry.counts[OPEN_METRIC] == 5
+
+
+async def test_another_lambda_opening_the_breaker_is_counted_here_when_it_refuses(redis: Redis, clock: Clock) -> None:
+    ours, theirs = RecordingTelemetry(), RecordingTelemetry()
+    b, other = breaker(redis, clock, telemetry=ours), breaker(redis, clock, telemetry=theirs)
+    await open_breaker(other)
+    assert not await b.allow()
+    assert (theirs.counts[OPEN_METRIC], ours.counts[OPEN_METRIC]) == (1, 1)

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from seekless.adapters.breaker import RedisCircuitBreaker
+from seekless import wiring
+from seekless.adapters.breaker import OPEN_METRIC, RedisCircuitBreaker
 from seekless.adapters.deepseek import DeepSeekClient
 from seekless.adapters.redis_cache import RedisResponseCache
 from seekless.chat import ChatService
@@ -167,3 +168,21 @@ async def test_breaker_opens_and_stops_calling_upstream(
         assert emulator.stats()["calls"] == calls_when_opened == 3
     finally:
         await guarded.aclose()
+
+
+async def test_the_wired_deepseek_breaker_reports_breaker_open_to_the_environments_telemetry(
+    app_env: None, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    telemetry = RecordingTelemetry()
+    monkeypatch.setattr(wiring, "telemetry", lambda: telemetry)
+    monkeypatch.setenv("SEEKLESS_BREAKER_FAILURE_THRESHOLD", "2")
+    monkeypatch.setenv("SEEKLESS_RETRY_ATTEMPTS", "1")
+    emulator.configure(fault="500")
+    service = make_service(wiring.chat_model(), None)
+    try:
+        for _ in range(3):
+            with pytest.raises(UpstreamUnavailable):
+                await service.complete(chat(service))
+    finally:
+        await wiring.aclose_environment()
+    assert telemetry.counts[OPEN_METRIC] == 2  # opened by the second failure, refused the third call

@@ -14,16 +14,19 @@ from samtranslator.translator.transform import transform
 from seekless.config import Settings
 from seekless_local.template import load_template
 
-# The only Resource "*" grants a function may hold: X-Ray's write calls take no resource ARN.
-XRAY_WRITE_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
-# AWS-managed policies SAM attaches. Their Resource "*" statements are AWS's own and unavoidable:
-# logs for every function, X-Ray for Tracing: Active, ENI management for VpcConfig.
-ALLOWED_MANAGED_POLICIES = {
-    "service-role/AWSLambdaBasicExecutionRole",
-    "AWSXrayWriteOnlyAccess",
-    "service-role/AWSLambdaVPCAccessExecutionRole",
-}
+# The documented IAM exceptions (Resource "*" statements and AWS-managed policies), read from the
+# template itself so that the tests, the template and docs/SECURITY.md share one list.
+IAM_EXCEPTIONS: dict[str, Any] = load_template()["Metadata"]["SeeklessIamExceptions"]
+ALLOWED_MANAGED_POLICIES = {entry["Policy"] for entry in IAM_EXCEPTIONS["ManagedPolicies"]}
 VPC_MANAGED_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+# What every store is encrypted with, and what a role that reads and writes them is granted on it.
+DATA_KEY = {"Fn::GetAtt": ["DataKey", "Arn"]}
+DATA_KEY_USE = {"kms:Decrypt", "kms:GenerateDataKey"}
+# Every subnet reference: the stack's own private subnets, or the caller's.
+PRIVATE_SUBNETS = {
+    "Fn::If": ["CreateVpc", [{"Ref": "PrivateSubnet1"}, {"Ref": "PrivateSubnet2"}], {"Ref": "SubnetIds"}]
+}
+THE_VPC = {"Fn::If": ["CreateVpc", {"Ref": "Vpc"}, {"Ref": "VpcId"}]}
 # Environment names that Powertools reads itself, not the settings model.
 POWERTOOLS_ENV = {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"}
 
@@ -107,3 +110,22 @@ def settings_env_names() -> set[str]:
         elif alias is not None:
             names.update(str(choice).upper() for choice in getattr(alias, "choices", []))
     return names
+
+
+def cache_connect_grants() -> dict[str, set[str]]:
+    """What a role that talks to Redis holds: IAM AUTH as the cache's app user, on that cache."""
+    return {
+        resource_key({"Fn::GetAtt": ["Cache", "ARN"]}): {"elasticache:Connect"},
+        resource_key({"Fn::GetAtt": ["CacheAppUser", "Arn"]}): {"elasticache:Connect"},
+    }
+
+
+def walk(value: Any, trail: tuple[Any, ...] = ()) -> Iterator[tuple[Any, tuple[Any, ...]]]:
+    """Every node of ``value`` with the chain of (container, key) pairs above it."""
+    yield value, trail
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from walk(item, (*trail, (value, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from walk(item, (*trail, (value, index)))

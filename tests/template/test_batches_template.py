@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.template.conftest import function_roles, grants, resource_key, resources
+from tests.template.conftest import DATA_KEY, DATA_KEY_USE, function_roles, grants, resource_key, resources
 
 
 def _props(template: dict[str, Any], logical_id: str) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def test_queues_hide_a_message_longer_than_six_function_timeouts_and_dead_letter
         timeout = _props(template, function_id)["Timeout"]
         assert queue["VisibilityTimeout"] >= 6 * timeout, queue_id
         assert queue["RedrivePolicy"]["maxReceiveCount"] >= 2
-        assert queue.get("SqsManagedSseEnabled") is True
+        assert queue["KmsMasterKeyId"] == DATA_KEY
     assert _props(template, "BatchIngestUploads")["BatchSize"] == 1  # one file per invocation
     assert _props(template, "RequestsMapping")["BatchSize"] == 10
 
@@ -71,6 +71,7 @@ def test_batch_ingest_reads_inputs_writes_results_and_creates_jobs_only(transfor
         resource_key({"Fn::Sub": "${JobsTable.Arn}/index/by_batch"}): {"dynamodb:Query"},
         resource_key(_arn("JobsQueue")): {"sqs:SendMessage"},
         resource_key(_arn("BatchUploadsQueue")): {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+        resource_key(DATA_KEY): DATA_KEY_USE,
     }
 
 
@@ -84,6 +85,7 @@ def test_requests_function_creates_jobs_and_answers_only_on_the_stacks_reply_des
         resource_key(_arn("RepliesQueue")): {"sqs:SendMessage"},
         resource_key({"Fn::Sub": "${JobsBucket.Arn}/replies/*"}): {"s3:PutObject"},
         resource_key(_arn("RequestsQueue")): {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+        resource_key(DATA_KEY): DATA_KEY_USE,
     }
 
 

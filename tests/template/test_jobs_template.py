@@ -6,7 +6,7 @@ from typing import Any
 
 from seekless.adapters.jobs import SUMMARY_ATTRIBUTES
 from seekless_local.template import function_specs
-from tests.template.conftest import function_roles, grants, resource_key
+from tests.template.conftest import DATA_KEY, DATA_KEY_USE, function_roles, grants, resource_key
 
 TLS_ONLY = {"Bool": {"aws:SecureTransport": "false"}}
 
@@ -35,7 +35,7 @@ def test_jobs_queue_is_encrypted_and_redrives_to_the_dlq_after_five_receives(tem
     queue = _props(template, "JobsQueue")
     dlq = _props(template, "JobsDeadLetterQueue")
     for props in (queue, dlq):
-        assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props
+        assert props["KmsMasterKeyId"] == DATA_KEY
     assert queue["VisibilityTimeout"] == 300
     assert queue["RedrivePolicy"] == {
         "deadLetterTargetArn": {"Fn::GetAtt": ["JobsDeadLetterQueue", "Arn"]},
@@ -55,7 +55,7 @@ def test_jobs_bucket_is_private_encrypted_tls_only_and_expires_results(template:
     bucket = template["Resources"]["JobsBucket"]
     props = bucket["Properties"]
     (rule,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": DATA_KEY}
     assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
     assert len(props["PublicAccessBlockConfiguration"]) == 4
     expiring = [r for r in props["LifecycleConfiguration"]["Rules"] if "ExpirationInDays" in r]
@@ -126,6 +126,7 @@ def test_the_sweeper_runs_every_minute_with_least_privilege(transformed: dict[st
         resource_key({"Fn::Sub": "${JobsBucket.Arn}/batches/work/*"}): batch_files,
         resource_key({"Fn::Sub": "${JobsBucket.Arn}/batches/output/*"}): batch_files,
         resource_key({"Fn::Sub": "${JobsBucket.Arn}/batches/errors/*"}): batch_files,
+        resource_key(DATA_KEY): DATA_KEY_USE,
     }
     rules = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
     assert any(r["Properties"].get("ScheduleExpression") == "rate(1 minute)" for r in rules)

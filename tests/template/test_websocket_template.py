@@ -12,8 +12,11 @@ import pytest
 from seekless_local.events import event_files, load_event
 from seekless_local.template import function_specs
 from tests.template.conftest import (
+    DATA_KEY,
+    DATA_KEY_USE,
     VPC_MANAGED_POLICY,
     as_list,
+    cache_connect_grants,
     function_roles,
     grants,
     resource_key,
@@ -214,16 +217,22 @@ def test_generator_is_never_retried(transformed: dict[str, Any]) -> None:
     assert config["MaximumRetryAttempts"] == 0
 
 
-def test_every_function_has_a_role_of_its_own(transformed: dict[str, Any]) -> None:
-    functions = resources(transformed, "AWS::Lambda::Function")
-    roles = {logical_id: f["Properties"]["Role"]["Fn::GetAtt"][0] for logical_id, f in functions.items()}
-    assert len(set(roles.values())) == len(roles)
-
-
+# Every role also uses DataKey through its stores' services (only reads it, for the authorizer), and
+# the four that reach Redis connect to the cache as its IAM user.
 WS_GRANTS: dict[str, dict[str, Any]] = {
-    "WsAuthorizerFunction": {resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem"}},
-    "WsConnectFunction": {resource_key(_getatt_arn("ConnectionsTable")): {"dynamodb:PutItem"}},
-    "WsDisconnectFunction": {resource_key(_getatt_arn("ConnectionsTable")): {"dynamodb:DeleteItem"}},
+    "WsAuthorizerFunction": {
+        resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem"},
+        resource_key(DATA_KEY): {"kms:Decrypt"},
+        **cache_connect_grants(),
+    },
+    "WsConnectFunction": {
+        resource_key(_getatt_arn("ConnectionsTable")): {"dynamodb:PutItem"},
+        resource_key(DATA_KEY): DATA_KEY_USE,
+    },
+    "WsDisconnectFunction": {
+        resource_key(_getatt_arn("ConnectionsTable")): {"dynamodb:DeleteItem"},
+        resource_key(DATA_KEY): DATA_KEY_USE,
+    },
     "WsMessageFunction": {
         resource_key(_getatt_arn("ConnectionsTable")): {"dynamodb:GetItem", "dynamodb:DeleteItem"},
         resource_key(_getatt_arn("SessionsTable")): {"dynamodb:GetItem", "dynamodb:Query"},
@@ -237,6 +246,8 @@ WS_GRANTS: dict[str, dict[str, Any]] = {
         resource_key(_getatt_arn("GeneratorFunction")): {"lambda:InvokeFunction"},
         resource_key(_connections("POST")): {"execute-api:ManageConnections"},
         resource_key(_getatt_arn("UsageTable")): {"dynamodb:UpdateItem"},  # a refused chat frame's error
+        resource_key(DATA_KEY): DATA_KEY_USE,
+        **cache_connect_grants(),
     },
     "GeneratorFunction": {
         resource_key(_getatt_arn("SessionsTable")): {
@@ -256,6 +267,8 @@ WS_GRANTS: dict[str, dict[str, Any]] = {
         # the generation's key limits, and its daily/monthly token budget items
         resource_key(_getatt_arn("ApiKeysTable")): {"dynamodb:GetItem", "dynamodb:UpdateItem"},
         resource_key(_getatt_arn("UsageTable")): {"dynamodb:UpdateItem"},
+        resource_key(DATA_KEY): DATA_KEY_USE,
+        **cache_connect_grants(),
     },
 }
 

@@ -10,8 +10,12 @@ import pytest
 
 from seekless_local.template import TEMPLATE_PATH, function_specs
 from tests.template.conftest import (
+    DATA_KEY,
+    DATA_KEY_USE,
     POWERTOOLS_ENV,
+    PRIVATE_SUBNETS,
     as_list,
+    cache_connect_grants,
     grants,
     resource_key,
     resources,
@@ -150,7 +154,7 @@ def test_instance_role_is_only_the_ecs_agents_managed_policy(template: dict[str,
 
 def test_auto_scaling_group_spans_the_subnets_and_is_sized_by_ecs(template: dict[str, Any]) -> None:
     group = _props(template, "WorkerAutoScalingGroup")
-    assert group["VPCZoneIdentifier"] == {"Ref": "SubnetIds"}
+    assert group["VPCZoneIdentifier"] == PRIVATE_SUBNETS
     assert group["MinSize"] == "0"
     assert group["MaxSize"] == {"Ref": "WorkerMaxTasks"}
     # Managed scaling owns the size; a DesiredCapacity here would be reset on every stack update.
@@ -186,7 +190,7 @@ def test_container_insights_is_on_for_the_task_count_metrics(template: dict[str,
 def test_worker_tasks_are_private_and_reach_the_cache(template: dict[str, Any]) -> None:
     network = _props(template, "WorkerService")["NetworkConfiguration"]["AwsvpcConfiguration"]
     assert network["AssignPublicIp"] == "DISABLED"
-    assert network["Subnets"] == {"Ref": "SubnetIds"}
+    assert network["Subnets"] == PRIVATE_SUBNETS
     assert network["SecurityGroups"] == [{"Fn::GetAtt": ["WorkerSecurityGroup", "GroupId"]}]
     for group in ("WorkerSecurityGroup", "WorkerInstanceSecurityGroup"):
         assert "SecurityGroupIngress" not in _props(template, group), group
@@ -318,6 +322,9 @@ WORKER_GRANTS = {
     # Replies to queued requests: the stack's replies queue and prefix only.
     resource_key(_getatt_arn("RepliesQueue")): {"sqs:SendMessage"},
     resource_key({"Fn::Sub": "${JobsBucket.Arn}/replies/*"}): {"s3:PutObject"},
+    # The key of every store above, through those stores' services; Redis as the cache's IAM user.
+    resource_key(DATA_KEY): DATA_KEY_USE,
+    **cache_connect_grants(),
 }
 
 
@@ -384,8 +391,8 @@ def test_execution_role_pulls_images_and_writes_only_the_workers_logs(template: 
 
 def test_jobs_queues_stay_encrypted_and_redrive_after_five_receives(template: dict[str, Any]) -> None:
     queue = _props(template, "JobsQueue")
-    assert queue["SqsManagedSseEnabled"] is True
-    assert _props(template, "JobsDeadLetterQueue")["SqsManagedSseEnabled"] is True
+    assert queue["KmsMasterKeyId"] == DATA_KEY
+    assert _props(template, "JobsDeadLetterQueue")["KmsMasterKeyId"] == DATA_KEY
     assert queue["RedrivePolicy"] == {"deadLetterTargetArn": _getatt_arn("JobsDeadLetterQueue"), "maxReceiveCount": 5}
 
 

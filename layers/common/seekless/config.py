@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     # counts RateLimiterErrors), "closed" refuses with 503. Open by default: an outage of the limiter
     # should not become an outage of the API; DeepSeek's own account limits still apply.
     rate_limit_on_error: Literal["open", "closed"] = "open"
+    # ElastiCache IAM authentication (the template sets both): connections authenticate as this
+    # IAM-enabled cache user with a short-lived SigV4 token, so no Redis password exists anywhere.
+    # Unset (local Redis): no AUTH.
+    redis_iam_user: str | None = None
+    redis_cache_name: str | None = None
 
     # DynamoDB
     sessions_table: str = "seekless-sessions"

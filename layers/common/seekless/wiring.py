@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from seekless.adapters.jobs import DynamoJobStore
     from seekless.adapters.limits import RedisRateLimiter
     from seekless.adapters.redis_cache import RedisResponseCache
+    from seekless.adapters.redis_iam import ElastiCacheIamCredentials
     from seekless.adapters.replies import AwsReplies
     from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
     from seekless.adapters.tickets import RedisTicketStore
@@ -64,16 +65,37 @@ def redis() -> Redis | None:
     if not config.redis_url:
         return None
     timeout = config.redis_timeout_seconds
+    credentials = redis_credentials()
     if config.redis_cluster:
         from redis.asyncio.cluster import RedisCluster
 
-        cluster = RedisCluster.from_url(config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        cluster = RedisCluster.from_url(
+            config.redis_url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            credential_provider=credentials,
+        )
         return cluster  # type: ignore[return-value]  # the commands we use behave the same
     from redis.asyncio import Redis
 
     return Redis.from_url(
-        config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        config.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        credential_provider=credentials,
     )
+
+
+@per_environment
+def redis_credentials() -> ElastiCacheIamCredentials | None:
+    """IAM authentication to ElastiCache when the template names the user and cache; else none."""
+    config = settings()
+    if not (config.redis_iam_user and config.redis_cache_name):
+        return None
+    from seekless.adapters.redis_iam import ElastiCacheIamCredentials
+
+    return ElastiCacheIamCredentials(config.redis_iam_user, config.redis_cache_name)
 
 
 def deepseek_api_key(force_refresh: bool = False) -> str:
@@ -119,6 +141,7 @@ def chat_model() -> DeepSeekClient:
             client,
             failure_threshold=config.breaker_failure_threshold,
             cooldown_seconds=config.breaker_cooldown_seconds,
+            telemetry=telemetry(),
         )
         if client is not None
         else None
@@ -242,15 +265,18 @@ def redis_sync() -> SyncRedis | None:
     if not config.redis_url:
         return None
     timeout = config.redis_timeout_seconds
+    credentials = redis_credentials()
     if config.redis_cluster:
         from redis.cluster import RedisCluster
 
         return RedisCluster.from_url(  # type: ignore[return-value]
-            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, credential_provider=credentials
         )
     from redis import Redis
 
-    return Redis.from_url(config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return Redis.from_url(
+        config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, credential_provider=credentials
+    )
 
 
 @per_environment

@@ -6,6 +6,10 @@ probe reports, or until the probe times out and another caller gets one). Each t
 script over one hash, so concurrent Lambdas never race. The key carries a hash tag: ElastiCache
 Serverless runs in cluster mode and a script's keys must live in one slot.
 
+Every refused call and every opening counts ``BreakerOpen`` through the ``Telemetry`` port (when one
+is given), the metric the template's alarm watches: a breaker that stays open keeps refusing, so the
+count keeps coming for as long as callers keep arriving.
+
 Redis trouble never takes the service down: every call fails open (allow) and a warning is logged
 once per instance, which is once per execution environment with the cached wiring. After a Redis
 error the breaker stays out of Redis's way for a few seconds, so an outage costs one timeout per
@@ -21,6 +25,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from redis.exceptions import RedisError
+
+from seekless.telemetry import NullTelemetry, Telemetry
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -106,6 +112,7 @@ return 0
 
 _REDIS_BACKOFF_SECONDS = 5.0
 _KEY_TTL_MS = 24 * 3600 * 1000  # idle breakers disappear; any state older than this is stale anyway
+OPEN_METRIC = "BreakerOpen"
 
 
 class RedisCircuitBreaker:
@@ -121,6 +128,7 @@ class RedisCircuitBreaker:
         probe_timeout_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         redis_timeout_seconds: float = 0.5,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be at least 1")
@@ -138,6 +146,7 @@ class RedisCircuitBreaker:
         self._allow = redis.register_script(_ALLOW)
         self._failure = redis.register_script(_FAILURE)
         self._success = redis.register_script(_SUCCESS)
+        self._telemetry = telemetry or NullTelemetry()
         self._warned = False
         self._skip_redis_until = 0.0  # time.monotonic(); set after a Redis error
         #: Seconds until a refused caller may expect another chance, as seen by the last refused
@@ -159,6 +168,7 @@ class RedisCircuitBreaker:
             self._success_pending = self._success_pending or bool(pending)
             return True
         self.cooldown_remaining = max(0.0, wait_ms / 1000)
+        self._telemetry.count(OPEN_METRIC)
         return False
 
     async def record_success(self) -> None:
@@ -169,7 +179,9 @@ class RedisCircuitBreaker:
 
     async def record_failure(self) -> None:
         self._success_pending = True
-        await self._run(self._failure, self._now_ms(), self._threshold, self._cooldown_ms, _KEY_TTL_MS)
+        opened = await self._run(self._failure, self._now_ms(), self._threshold, self._cooldown_ms, _KEY_TTL_MS)
+        if opened is not None and int(opened) == 1:
+            self._telemetry.count(OPEN_METRIC)
 
     async def state(self) -> BreakerState:
         """The stored state, for metrics and tests. ``closed`` when Redis cannot be read (fail open)."""
