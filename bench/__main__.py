@@ -7,28 +7,41 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import batch_split, import_time, rest_latency, worker_throughput, ws_latency
+from bench import (
+    batch_split,
+    cache_zipf,
+    import_time,
+    rest_latency,
+    rest_limits,
+    rest_open_loop,
+    worker_throughput,
+    ws_latency,
+)
 from bench.common import REPO_ROOT, Section, machine, print_sections, render_section, today
 
 HEADER = """# Benchmarks
 
 What seekless costs on top of calling DeepSeek directly: the added latency of the REST path (a cache
-miss, a bypass and a hit, through the API Gateway event, Mangum and the FastAPI app, in process), the
-added time to first token and the frames per streamed response of the WebSocket path (through the
-local stack), the import time of the REST, `$connect` and `$disconnect` handler modules, the job
-worker's throughput at 2 s per job against the emulator (through moto), and the split of a 50,000-line
-batch file into jobs (its enqueue rate against the raw DynamoDB and SQS calls, and its peak memory
-against a 5,000-line file's, through moto). Every
-figure is compared with a direct baseline measured on the same machine in the same run (absolute times
-on a small shared machine are noisy; ratios are not), in interleaved rounds after a warm-up, and
-reported as p50 / p99 and the ratio or the added time.
+miss, a bypass and a hit, through the API Gateway event, Mangum and the FastAPI app, in process), its
+overhead at 10 requests/s in an open loop against a 60 ms upstream, and what a key's per-minute limits
+(Redis) and daily/monthly budgets (DynamoDB, through moto) add to a cache miss; the response cache's
+exact-cache hit ratio on a Zipf workload (10,000 prompts, 1,000 answers held) against an exact LRU of
+the same size; the added time to first token and the frames per streamed response of the WebSocket
+path (through the local stack); the import time of every handler module against `import boto3`; the
+job worker's throughput at 2 s per job against the emulator (through moto); and the split of a
+50,000-line batch file into jobs (its enqueue rate against the raw DynamoDB and SQS calls, and its peak
+memory against a 5,000-line file's, through moto). Every figure is compared with a direct baseline
+measured on the same machine in the same run (absolute times on a small shared machine are noisy;
+ratios are not): timings in interleaved rounds (or alternating blocks) after a warm-up, reported as
+p50 / p99 and the ratio or the added time; the hit ratio against an exact LRU run on the same trace.
 
 Reproduce with `make bench` (that is `.venv/bin/python -m bench`, which rewrites this file). Each script
 also runs alone and prints its tables: `python -m bench.rest_latency` (`--profile N` adds a cProfile
-of N cache misses), `python -m bench.ws_latency` (`--hops N` adds a per-hop timeline of N chat
-requests), `python -m bench.import_time`, `python -m bench.worker_throughput` and
+of N cache misses), `python -m bench.rest_open_loop`, `python -m bench.rest_limits`,
+`python -m bench.cache_zipf`, `python -m bench.ws_latency` (`--hops N` adds a per-hop timeline of N
+chat requests), `python -m bench.import_time`, `python -m bench.worker_throughput` and
 `python -m bench.batch_split` (`--profile N` adds a cProfile of a small ingest); `--quick` runs fewer
-iterations (and smaller files).
+iterations (and smaller files, a shorter trace).
 
 This file is generated: edit `bench/`, not this file."""
 
@@ -53,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     sections = [
         *rest_latency.run(args.quick, profile=args.profile),
+        *rest_open_loop.run(args.quick),
+        *rest_limits.run(args.quick),
+        *cache_zipf.run(args.quick),
         *ws_latency.run(args.quick),
         *import_time.run(args.quick),
         *worker_throughput.run(args.quick),

@@ -19,9 +19,11 @@ import gc
 import math
 import os
 import platform
+import random
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +132,62 @@ def interleave(
         if index >= warmup:
             samples[name].append(elapsed / 1e6)
     return samples
+
+
+# -- open-loop timing ----------------------------------------------------------------------------
+
+
+def poisson_arrivals(rate: float, count: int, *, seed: int) -> list[float]:
+    """Start times (seconds from 0) of ``count`` arrivals at ``rate`` a second, as independent users
+    send them: exponential gaps, from a seeded generator so every run replays the same schedule."""
+    if rate <= 0 or count < 0:
+        raise ValueError("need a rate > 0 and a count >= 0")
+    rng = random.Random(seed)
+    offsets, now = [], 0.0
+    for _ in range(count):
+        now += rng.expovariate(rate)
+        offsets.append(now)
+    return offsets
+
+
+def open_loop(
+    calls: Sequence[Callable[[], Any]],
+    offsets: Sequence[float],
+    *,
+    pool: Executor,
+    check: Callable[[Any], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[float]:
+    """Start each call at its offset (seconds from now) on ``pool``, whether or not earlier calls have
+    finished, and return each call's milliseconds from its scheduled start to its end.
+
+    An open loop, as real traffic is: a slow answer does not hold the next arrival back, so queueing
+    shows in the figures (a closed loop at concurrency 1 hides it), and timing from the schedule rather
+    than from the actual start bills a late start to the system too. ``check`` sees each result.
+    """
+    if len(calls) != len(offsets):
+        raise ValueError("one offset per call")
+
+    def timed(call: Callable[[], Any]) -> tuple[Any, float]:
+        result = call()
+        return result, clock()
+
+    started = clock()
+    pending = []
+    for call, offset in zip(calls, offsets, strict=True):
+        due = started + offset
+        wait = due - clock()
+        if wait > 0:
+            sleep(wait)
+        pending.append((due, pool.submit(timed, call)))
+    latencies = []
+    for due, future in pending:
+        result, ended = future.result()
+        if check is not None:
+            check(result)
+        latencies.append((ended - due) * 1000)
+    return latencies
 
 
 # -- the machine ----------------------------------------------------------------------------------

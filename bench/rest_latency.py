@@ -30,12 +30,13 @@ import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.common import (
     TABLE_NAMES,
+    Prepare,
     Row,
     Section,
     Summary,
@@ -49,6 +50,9 @@ from bench.common import (
     summarize,
     times,
 )
+
+if TYPE_CHECKING:
+    from seekless.models import KeyLimits
 
 API_KEY = "sk-seekless-bench-" + "0" * 32
 PATH = "/v1/chat/completions"
@@ -123,8 +127,11 @@ class ChildEmulator:
 
 
 @contextlib.contextmanager
-def rest_stack(*, emulator_in_process: bool = False) -> Iterator[Stack]:
-    """Emulator, Redis, moto, tables, a seeded API key, and the REST handler loaded as on Lambda."""
+def rest_stack(*, emulator_in_process: bool = False, keys: Mapping[str, KeyLimits] | None = None) -> Iterator[Stack]:
+    """Emulator, Redis, moto, tables, a seeded API key, and the REST handler loaded as on Lambda.
+
+    ``keys`` seeds more API keys (the key → its ``KeyLimits``); ``API_KEY`` is always there, unlimited.
+    """
     import boto3
 
     from seekless import wiring
@@ -141,9 +148,10 @@ def rest_stack(*, emulator_in_process: bool = False) -> Iterator[Stack]:
         with environment(env):
             dynamodb = boto3.client("dynamodb", endpoint_url=moto.url)
             cfn.create_tables(dynamodb, names=TABLE_NAMES)
-            DynamoKeyStore(TABLE_NAMES["ApiKeysTable"], client=dynamodb).put(
-                hash_key(API_KEY), tenant_id="bench", key_id="bench"
-            )
+            store = DynamoKeyStore(TABLE_NAMES["ApiKeysTable"], client=dynamodb)
+            store.put(hash_key(API_KEY), tenant_id="bench", key_id="bench")
+            for key, limits in (keys or {}).items():
+                store.put(hash_key(key), tenant_id="bench", key_id="bench-" + hash_key(key)[:8], limits=limits)
             # One execution environment: this thread, one event loop for its whole life (Mangum runs
             # each invocation on the thread's current loop; the async clients are bound to it).
             loop = asyncio.new_event_loop()
@@ -165,12 +173,14 @@ def chat_body(content: str) -> dict[str, Any]:
     return {"model": MODEL, "temperature": 0, "max_tokens": 64, "messages": [{"role": "user", "content": content}]}
 
 
-def make_event(body: dict[str, Any], *, extra_headers: Sequence[tuple[bytes, bytes]] = ()) -> dict[str, Any]:
+def make_event(
+    body: dict[str, Any], *, extra_headers: Sequence[tuple[bytes, bytes]] = (), api_key: str = API_KEY
+) -> dict[str, Any]:
     from seekless_local.gateway import rest_event
 
     headers = [
         (b"host", b"abc123defg.execute-api.us-east-1.amazonaws.com"),
-        (b"authorization", f"Bearer {API_KEY}".encode()),
+        (b"authorization", f"Bearer {api_key}".encode()),
         (b"content-type", b"application/json"),
         (b"accept", b"application/json"),
         *extra_headers,
@@ -231,6 +241,10 @@ class Cases:
 
     def miss(self, index: int) -> Callable[[], dict[str, Any]]:
         return self.invoke(make_event(self.unique("miss", index)))
+
+    def miss_as(self, api_key: str) -> Prepare:
+        """Cache misses sent with another API key (one seeded by ``rest_stack(keys=...)``)."""
+        return lambda index: self.invoke(make_event(self.unique("miss", index), api_key=api_key))
 
     def hit(self, index: int) -> Callable[[], dict[str, Any]]:
         return self.invoke(make_event(self.hit_body))
@@ -405,7 +419,8 @@ def latency_section(
         "direct: a bare `httpx.Client` POST of the same chat body (a new message each call) to the same emulator on "
         "a kept-alive connection with TCP_NODELAY, reading the body but not parsing it.",
         "Every miss and bypass sends a message never sent before; every hit repeats one cached temperature-0 body. "
-        f"Redis commands per call: miss {redis_per_miss}; hit {redis_per_hit}.",
+        f"Redis commands per call: miss {redis_per_miss}; hit {redis_per_hit}. Included: one DynamoDB UpdateItem "
+        "per request (the tenant's usage counters, to moto, the same for hit and miss).",
         "Excluded: API Gateway and the Lambda runtime (their network hops and marshalling), TLS to DeepSeek and to "
         "ElastiCache, the DynamoDB key lookup (cached per execution environment after the first call, as in "
         "production; the prime call pays it), X-Ray tracing and the EMF metrics flush (both disabled by environment), "

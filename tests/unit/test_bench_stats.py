@@ -5,8 +5,10 @@ No timing is asserted anywhere: ``interleave`` runs on a fake clock.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
+from concurrent.futures import Executor, Future
 
 import pytest
 
@@ -15,8 +17,10 @@ from bench.common import (
     cpu_model,
     interleave,
     markdown_table,
+    open_loop,
     parse_vm_hwm,
     percentile,
+    poisson_arrivals,
     ratio,
     schedule,
     summarize,
@@ -122,6 +126,70 @@ def test_interleave_calls_in_order_and_drops_the_warmup() -> None:
 def test_interleave_with_no_rounds() -> None:
     samples = interleave({"A": lambda index: lambda: None}, rounds=0, warmup=0)
     assert samples == {"A": []}
+
+
+def test_poisson_arrivals_replay_from_their_seed_at_the_given_rate() -> None:
+    offsets = poisson_arrivals(10.0, 20_000, seed=1)
+    assert offsets == poisson_arrivals(10.0, 20_000, seed=1)
+    assert offsets != poisson_arrivals(10.0, 20_000, seed=2)
+    assert all(later > earlier for earlier, later in itertools.pairwise(offsets))
+    assert offsets[0] > 0
+    assert len(offsets) / offsets[-1] == pytest.approx(10.0, rel=0.03)  # arrivals per second
+    assert poisson_arrivals(10.0, 0, seed=1) == []
+    with pytest.raises(ValueError):
+        poisson_arrivals(0.0, 5, seed=1)
+
+
+class ImmediateExecutor(Executor):
+    """Runs each call on submit, on this thread: no real time passes, so every latency is exact."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        future: Future[object] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+class SecondsClock:
+    """A clock that moves only when slept on or when a call takes its (fake) time."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_open_loop_times_each_call_from_its_scheduled_arrival() -> None:
+    clock = SecondsClock()
+
+    def taking(seconds: float, result: str):  # type: ignore[no-untyped-def]
+        def call() -> str:
+            clock.now += seconds
+            return result
+
+        return call
+
+    checked: list[object] = []
+    latencies = open_loop(
+        [taking(0.1, "a"), taking(0.01, "b"), taking(0.02, "c")],
+        [0.1, 0.15, 0.5],
+        pool=ImmediateExecutor(),
+        check=checked.append,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+    # a: on time, 100 ms. b: due at 0.15 but started at 0.2 (behind a, on this one-thread pool), so
+    # its 50 ms late start counts: 60 ms. c: on time again after a sleep, 20 ms.
+    assert latencies == pytest.approx([100.0, 60.0, 20.0])
+    assert clock.slept == pytest.approx([0.1, 0.29])
+    assert checked == ["a", "b", "c"]
+    with pytest.raises(ValueError):
+        open_loop([taking(0.1, "a")], [0.1, 0.2], pool=ImmediateExecutor())
 
 
 def test_cpu_model_reads_proc_cpuinfo() -> None:
