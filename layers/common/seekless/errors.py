@@ -6,6 +6,8 @@ Handlers never match on message strings: they read ``status``, ``type`` and ``co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 
@@ -116,3 +118,56 @@ class ServiceUnavailable(SeeklessError):
 
     status = 503
     default_code = "service_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleProblem:
+    """One reason a ruleset was refused. ``rule`` is None for the ruleset itself (its input schema);
+    ``line`` and ``column`` (1-based) point into the rule's condition when the CEL compiler knows where."""
+
+    rule: str | None
+    message: str
+    field: str = "condition"
+    line: int | None = None
+    column: int | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "field": self.field,
+            "message": self.message,
+            "line": self.line,
+            "column": self.column,
+        }
+
+    def describe(self) -> str:
+        where = f"rule '{self.rule}'" if self.rule is not None else self.field
+        if self.line is not None and self.column is not None:
+            where += f" (line {self.line}, column {self.column})"
+        return f"{where}: {self.message}"
+
+
+class RulesetInvalid(InvalidRequest):
+    """A ruleset refused at upload: every problem found, not only the first, so one round trip fixes them."""
+
+    default_code = "ruleset_invalid"
+
+    def __init__(self, problems: Sequence[RuleProblem], *, param: str | None = None) -> None:
+        self.problems = tuple(problems)
+        summary = "; ".join(problem.describe() for problem in self.problems[:5])
+        more = len(self.problems) - 5
+        if more > 0:
+            summary += f"; and {more} more"
+        super().__init__(f"The ruleset is invalid: {summary}.", param=param)
+
+    def to_body(self) -> dict[str, Any]:
+        body = super().to_body()
+        # An extra member of OpenAI's error object: clients that do not know it ignore it.
+        body["error"]["details"] = [problem.to_api() for problem in self.problems]
+        return body
+
+
+class RecordInvalid(InvalidRequest):
+    """A decision's input does not fit its ruleset's declared input schema (``param`` names the path)."""
+
+    default_code = "input_schema_mismatch"
