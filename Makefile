@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST := $(BIN)/pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test check lint typecheck format unit integration contract e2e template browser browser-deps bench clean
+.PHONY: help venv dev test check lint typecheck format unit integration contract e2e template browser browser-deps fuzz bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ template: $(STAMP) ## cfn-lint and the SAM translator on template.yaml
 
 browser: $(STAMP) ## the reference chat page in headless Chromium against the local stack
 	$(PYTEST) -q tests/browser
+
+fuzz: $(STAMP) ## schemathesis on the REST OpenAPI and a WebSocket frame fuzzer, 100 examples each (make test: 25)
+	SEEKLESS_FUZZ_EXAMPLES=$${SEEKLESS_FUZZ_EXAMPLES:-100} $(PYTEST) -q tests/fuzz
 
 browser-deps: ## install Debian's chromium for the browser tests (needs root and apt)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)

@@ -164,7 +164,9 @@ def rest_event(
             "identity": {"sourceIp": source_ip, "userAgent": multi_headers.get("User-Agent", [None])[0]},
             "domainName": "127.0.0.1",
         },
-        "body": (body.decode() if is_text else base64.b64encode(body).decode()) if body else None,
+        # API Gateway passes a text body that is not valid UTF-8 on with U+FFFD in place of the bad
+        # bytes (the app then refuses it as invalid JSON); it never fails the request for it.
+        "body": (body.decode(errors="replace") if is_text else base64.b64encode(body).decode()) if body else None,
         "isBase64Encoded": bool(body) and not is_text,
     }
 

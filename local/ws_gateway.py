@@ -626,7 +626,7 @@ class WebSocketGateway:
             return "$default"
         try:
             value: Any = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested too deep for Python's parser is not JSON to route by
             return "$default"
         for part in path:
             if not isinstance(value, dict) or part not in value:

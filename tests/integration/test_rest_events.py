@@ -12,7 +12,7 @@ import pytest
 
 from seekless.adapters.dynamodb import DynamoSessionStore
 from seekless_local.events import event_files, load_event
-from seekless_local.gateway import ExecutionEnvironments
+from seekless_local.gateway import ExecutionEnvironments, rest_event
 from seekless_local.template import function_specs, load_handler
 
 from .conftest import TABLES
@@ -83,3 +83,34 @@ def test_chat_answer_is_cached_across_invocations(invoke: Invoke, emulator: Any)
     caches = [{k.lower(): v for k, v in r["headers"].items()}["x-seekless-cache"] for r in statuses]
     assert caches == ["miss", "hit"]
     assert emulator.stats()["calls"] == 1
+
+
+# Found by the fuzz tier (tests/fuzz): each was a 500.
+
+
+def request(method: str, path: str, *, query: bytes = b"", body: bytes = b"") -> dict[str, Any]:
+    """An event as the local gateway builds it from raw HTTP, with the dev key."""
+    headers = [(b"authorization", b"Bearer sk-seekless-local-dev"), (b"content-type", b"application/json")]
+    return rest_event(
+        method=method, path=path, query=query, headers=headers, body=body, source_ip="203.0.113.1", stage="local"
+    )
+
+
+def test_a_body_that_is_not_utf8_is_refused_as_invalid_json(invoke: Invoke) -> None:
+    response = invoke(request("POST", "/v1/chat/completions", body=b'{"model": \xff\xfe}'))
+    assert response["statusCode"] == 400, response["body"]
+    assert json.loads(response["body"])["error"]["code"] == "invalid_json"
+
+
+def test_usage_up_to_the_calendars_first_day_is_answered(invoke: Invoke) -> None:
+    response = invoke(request("GET", "/v1/usage", query=b"end_date=0001-01-01"))
+    assert response["statusCode"] == 200, response["body"]
+    body = json.loads(response["body"])
+    assert (body["start_date"], body["end_date"], body["data"]) == ("0001-01-01", "0001-01-01", [])
+
+
+def test_an_empty_metadata_key_is_refused_and_the_listing_still_answers(invoke: Invoke) -> None:
+    refused = invoke(request("POST", "/v1/sessions", body=json.dumps({"metadata": {"": "x"}}).encode()))
+    assert refused["statusCode"] == 400, refused["body"]
+    assert json.loads(refused["body"])["error"]["param"].startswith("metadata")
+    assert invoke(request("GET", "/v1/sessions"))["statusCode"] == 200

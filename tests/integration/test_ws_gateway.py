@@ -93,7 +93,9 @@ def handler(event, context):
     route, body = ctx["routeKey"], event["body"]
     try:
         message = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        message = {}
+    if not isinstance(message, dict):
         message = {}
     if message.get("explode"):
         raise RuntimeError("boom")
@@ -442,6 +444,14 @@ def test_messages_are_routed_by_action_else_to_default(gateway: WebSocketGateway
             ws.send(text)
             echo = receive(ws)
             assert (echo["route"], echo["body"]) == (route, text)
+
+
+def test_a_message_nested_too_deep_to_parse_goes_to_default(gateway: WebSocketGateway) -> None:
+    deep = "[" * 5000 + "]" * 5000  # past json.loads's recursion limit: was dropped, unanswered
+    with connect(gateway.url, additional_headers=GOOD, open_timeout=10) as ws:
+        ws.send(deep)
+        echo = receive(ws)
+    assert (echo["route"], echo["size"]) == ("$default", len(deep))
 
 
 def test_message_routes_on_one_connection_run_concurrently(gateway: WebSocketGateway) -> None:

@@ -82,6 +82,11 @@ def test_each_kind_of_bad_line_gets_its_own_code(validator: LineValidator, raw: 
     assert outcome.to_record()["line"] == 7 and outcome.to_record()["error"]["code"] == code
 
 
+def test_a_line_nested_deeper_than_json_parses_is_one_invalid_line(validator: LineValidator) -> None:
+    outcome = validator.check(3, b"[" * 5000 + b"]" * 5000, max_line_bytes=1_000_000)
+    assert isinstance(outcome, LineError) and outcome.code == "invalid_json"
+
+
 def test_duplicates_and_lines_past_the_cap_are_refused(validator: LineValidator) -> None:
     first = validator.check(1, _line("a"), max_line_bytes=1_000)
     assert isinstance(first, BatchLine) and first.custom_id == "a"

@@ -86,6 +86,7 @@ def chat_message(**fields: Any) -> str:
     [
         ("not json", "invalid_json"),
         ("[1, 2]", "invalid_json"),
+        ("[" * 5000 + "]" * 5000, "invalid_json"),  # deeper than json.loads goes: was an internal_error
         ('{"action": "dance"}', "unknown_action"),
         ('{"action": "chat", "message": "hi"}', "invalid_request"),
         ('{"action": "chat", "request_id": "r 1", "message": "hi"}', "invalid_request"),

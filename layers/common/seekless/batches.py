@@ -279,6 +279,8 @@ class LineValidator:
             data = json.loads(raw)
         except ValueError as exc:
             return error("invalid_json", f"The line is not valid JSON: {exc}.")
+        except RecursionError:  # deeper than Python's parser goes: one bad line, not a failed batch
+            return error("invalid_json", "The line nests JSON too deeply.")
         if not isinstance(data, dict):
             return error("invalid_line", "The line must be a JSON object with custom_id, method, url and body.")
         custom_id = data.get("custom_id")

@@ -19,9 +19,12 @@ Role = Literal["system", "user", "assistant", "tool"]
 SESSION_ID_MAX_LENGTH = 128
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 SessionId = Annotated[str, Field(min_length=1, max_length=SESSION_ID_MAX_LENGTH, pattern=SESSION_ID_PATTERN)]
-# OpenAI's metadata: at most 16 pairs, keys of at most 64 characters, values of at most 512.
+# OpenAI's metadata: at most 16 pairs, keys of at most 64 characters, values of at most 512. A key is
+# never empty: metadata is stored as a DynamoDB map, and moto cannot read back an item whose map has an
+# empty key (one such session or batch made every later listing of its tenant fail).
 Metadata = Annotated[
-    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]], Field(max_length=16)
+    dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=512)]],
+    Field(max_length=16),
 ]
 
 
@@ -31,8 +34,35 @@ class TextPart(BaseModel):
     text: str
 
 
+def _one_shape_per_role(schema: dict[str, Any]) -> None:
+    """ChatMessage's JSON schema says what ``_check_role_fields`` checks, one variant per role, so that a
+    client (or a fuzzer) reading /openapi.json knows a tool message needs ``tool_call_id``."""
+    properties = schema.pop("properties")
+    for name in ("required", "type", "additionalProperties"):
+        schema.pop(name, None)
+    content = {"anyOf": [v for v in properties["content"]["anyOf"] if v.get("type") != "null"], "title": "Content"}
+
+    def variant(roles: list[str], required: list[str], **tightened: Any) -> dict[str, Any]:
+        fields = {**properties, "role": {"type": "string", "enum": roles}, **tightened}
+        return {"type": "object", "properties": fields, "required": required, "additionalProperties": False}
+
+    schema["anyOf"] = [
+        variant(["system", "user"], ["role", "content"], content=content),
+        variant(
+            ["tool"],
+            ["role", "content", "tool_call_id"],
+            content=content,
+            tool_call_id={"type": "string", "minLength": 1},
+        ),
+        variant(["assistant"], ["role", "content"], content=content),
+        variant(
+            ["assistant"], ["role", "tool_calls"], tool_calls={**properties["tool_calls"]["anyOf"][0], "minItems": 1}
+        ),
+    ]
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_shape_per_role)
 
     role: Role
     content: str | list[TextPart] | None = None
@@ -85,7 +115,7 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str
+    model: Annotated[str, Field(examples=["deepseek-flash"])]
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seekless import wiring
-from seekless.api import errors
+from seekless.api import docs, errors
 from seekless.api.routes import admin_keys, batches, chat, jobs, models, page, sessions, tickets, usage
 from seekless.audit import Auditor
 from seekless.config import Settings
@@ -109,7 +109,7 @@ def create_app(
     app.add_middleware(RequestMetrics, telemetry=telemetry)
     app.add_middleware(AuditTrail, auditor=auditor)  # outermost: even a refused body leaves a record
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=None, responses=docs.answers("Health", authenticated=False))
     def healthz() -> dict[str, Any]:
         return {"status": "ok"}
 
@@ -117,7 +117,9 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            chat.document_request_body(default_openapi())
+            # Completed on the first /openapi.json request, not at import, where building the JSON
+            # schemas would cost every cold start.
+            docs.document(default_openapi())
         return app.openapi_schema  # type: ignore[return-value]  # set by default_openapi
 
     app.openapi = openapi  # type: ignore[method-assign]

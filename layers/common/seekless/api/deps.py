@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Header, Path, Query, Request, Security
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ValidationError
+from starlette.requests import HTTPConnection
 
 from seekless import audit, wiring
 from seekless.adapters.tickets import RedisTicketStore
@@ -35,7 +37,19 @@ M = TypeVar("M", bound=BaseModel)
 # a worker thread would belong to no loop the request runs on.
 
 
-async def authenticate(authorization: Annotated[str | None, Header()] = None) -> Principal:
+class BearerKey(HTTPBearer):
+    """``Authorization: Bearer <key>`` as /openapi.json's security scheme. The header goes to the
+    authenticator as it came, which answers every problem with it (missing, malformed, unknown) in
+    OpenAI's error schema, where HTTPBearer would answer its own 403."""
+
+    async def __call__(self, request: HTTPConnection) -> str | None:  # type: ignore[override]
+        return request.headers.get("Authorization")
+
+
+API_KEY = BearerKey(scheme_name="ApiKey", bearerFormat="seekless API key", auto_error=False)
+
+
+async def authenticate(authorization: Annotated[str | None, Security(API_KEY)]) -> Principal:
     principal = wiring.authenticator().authenticate(authorization)
     audit.note_principal(principal)
     return principal

@@ -111,6 +111,8 @@ def parse_action(body: str | bytes | None) -> Action:
         data = json.loads(raw)
     except ValueError:
         raise FrameError("invalid_json", "The message is not valid JSON.") from None
+    except RecursionError:  # deeper than Python's parser goes (about 1000 levels): no request nests so
+        raise FrameError("invalid_json", "The message nests JSON too deeply.") from None
     if not isinstance(data, dict):
         raise FrameError("invalid_json", "The message must be a JSON object with an 'action'.")
     request_id = data.get("request_id") if isinstance(data.get("request_id"), str) else None

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from seekless.api import docs
 from seekless.api.deps import After, Batches, CurrentPrincipal, ResourceId
 from seekless.api.lists import list_page
 from seekless.contracts import Metadata
@@ -24,7 +25,7 @@ class UploadRequest(BaseModel):
     filename: Annotated[str, Field(max_length=255)] | None = None
 
 
-@router.post("/uploads", status_code=201)
+@router.post("/uploads", status_code=201, response_model=None, responses=docs.answers("BatchUpload", 400, status=201))
 def create_upload(principal: CurrentPrincipal, batches: Batches, body: UploadRequest | None = None) -> dict[str, Any]:
     """Reserve a batch and a presigned PUT URL for its JSONL file; the batch starts when the file lands."""
     metadata = dict(body.metadata or {}) if body is not None else {}
@@ -33,7 +34,7 @@ def create_upload(principal: CurrentPrincipal, batches: Batches, body: UploadReq
     return batches.reserve_upload(principal, metadata=metadata or None)
 
 
-@router.get("")
+@router.get("", response_model=None, responses=docs.answers("BatchList", 400, 404))
 def list_batches(
     principal: CurrentPrincipal, batches: Batches, limit: Limit = 20, after: After = None
 ) -> dict[str, Any]:
@@ -41,12 +42,12 @@ def list_batches(
     return list_page([batches.describe(batch) for batch in page.items], page.has_more)
 
 
-@router.get("/{batch_id}")
+@router.get("/{batch_id}", response_model=None, responses=docs.answers("Batch", 400, 404))
 def get_batch(batch_id: ResourceId, principal: CurrentPrincipal, batches: Batches) -> dict[str, Any]:
     return batches.describe(batches.get(principal, batch_id))
 
 
-@router.post("/{batch_id}/cancel")
+@router.post("/{batch_id}/cancel", response_model=None, responses=docs.answers("Batch", 400, 404, 409))
 def cancel_batch(batch_id: ResourceId, principal: CurrentPrincipal, batches: Batches) -> dict[str, Any]:
     """Lines not yet run are cancelled; running ones finish. A batch that has ended answers 409."""
     return batches.describe(batches.cancel(principal, batch_id))

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from seekless.api import docs
 from seekless.api.deps import Chat, ChatRequestBody, CurrentPrincipal, Deadline, SessionHeader
 from seekless.api.sse import sse_events
 from seekless.caching import CACHE_HEADER
-from seekless.contracts import ChatCompletionRequest
 
 router = APIRouter(prefix="/v1", tags=["chat"])
 
 
-@router.post("/chat/completions", response_model=None)
+# The body is read by hand (deps.chat_request: the real size against the cap, then strict validation);
+# docs.document puts it in /openapi.json.
+ANSWERS = docs.answers(
+    "ChatCompletion",
+    400,
+    404,
+    429,
+    502,
+    504,
+    content={
+        "application/json": {"schema": docs.shape("ChatCompletion")},
+        "text/event-stream": {"schema": {"type": "string", "description": "chat.completion.chunk events"}},
+    },
+)
+
+
+@router.post("/chat/completions", response_model=None, responses=ANSWERS)
 async def create_chat_completion(
     request: Request,
     body: ChatRequestBody,
@@ -35,17 +49,3 @@ async def create_chat_completion(
         media_type="text/event-stream",
         headers={CACHE_HEADER: stream.cache, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def document_request_body(schema: dict[str, Any]) -> None:
-    """Describe the body in the OpenAPI schema. The route parses the raw body itself (size cap, fast
-    JSON validation), so FastAPI cannot see the model; this runs on the first /openapi.json request,
-    not at import, where building the JSON schema would cost every cold start ~15 ms."""
-    body = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components.update(body.pop("$defs", {}))
-    components["ChatCompletionRequest"] = body
-    schema["paths"]["/v1/chat/completions"]["post"]["requestBody"] = {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}},
-    }

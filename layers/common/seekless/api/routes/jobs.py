@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 
+from seekless.api import docs
 from seekless.api.deps import After, Chat, ChatRequestBody, CurrentPrincipal, Deadline, Jobs, ResourceId, SessionHeader
 from seekless.api.lists import list_page
 from seekless.jobs import JobStatus
@@ -15,7 +16,9 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 Limit = Annotated[int, Query(ge=1, le=100)]
 
 
-@router.post("", status_code=202)
+@router.post(
+    "", status_code=202, response_model=None, responses=docs.answers("JobAccepted", 400, 404, 409, 429, status=202)
+)
 def create_job(
     request: Request,
     body: ChatRequestBody,
@@ -33,7 +36,7 @@ def create_job(
     return submitted.job.to_accepted()
 
 
-@router.get("")
+@router.get("", response_model=None, responses=docs.answers("JobList", 400, 404))
 def list_jobs(
     principal: CurrentPrincipal,
     jobs: Jobs,
@@ -46,12 +49,12 @@ def list_jobs(
     return list_page([job.to_api() for job in page.items], page.has_more)
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=None, responses=docs.answers("Job", 400, 404))
 def get_job(job_id: ResourceId, principal: CurrentPrincipal, jobs: Jobs) -> dict[str, Any]:
     return jobs.get(principal, job_id).to_api()
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", response_model=None, responses=docs.answers("Job", 400, 404, 409))
 def cancel_job(job_id: ResourceId, principal: CurrentPrincipal, jobs: Jobs) -> dict[str, Any]:
     """queued or running → cancelled; a finished job answers 409."""
     return jobs.cancel(principal, job_id).to_api()

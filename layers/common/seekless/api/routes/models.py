@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from seekless.api import docs
 from seekless.api.deps import AppSettings, Chat, CurrentPrincipal
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -15,12 +16,12 @@ def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": "deepseek"}
 
 
-@router.get("/models")
+@router.get("/models", response_model=None, responses=docs.answers("ModelList"))
 def list_models(_: CurrentPrincipal, settings: AppSettings) -> dict[str, Any]:
     return {"object": "list", "data": [_model(name) for name in settings.models]}
 
 
-@router.get("/models/{model_id}")
+@router.get("/models/{model_id}", response_model=None, responses=docs.answers("Model", 404))
 def retrieve_model(model_id: str, _: CurrentPrincipal, chat: Chat) -> dict[str, Any]:
     chat.resolve_model(model_id)
     return _model(model_id)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from seekless.api import docs
 from seekless.api.deps import After, CurrentPrincipal, ResourceId, Sessions
 from seekless.api.lists import list_page
 from seekless.contracts import Metadata
@@ -22,7 +23,7 @@ class CreateSession(BaseModel):
     metadata: Metadata = {}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=None, responses=docs.answers("Session", 400, status=201))
 def create_session(
     principal: CurrentPrincipal, sessions: Sessions, body: CreateSession | None = None
 ) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def create_session(
     return sessions.create(principal.tenant_id, title=body.title, metadata=body.metadata).to_api()
 
 
-@router.get("")
+@router.get("", response_model=None, responses=docs.answers("SessionList", 400, 404))
 def list_sessions(
     principal: CurrentPrincipal, sessions: Sessions, limit: Limit = 20, after: After = None
 ) -> dict[str, Any]:
@@ -38,7 +39,7 @@ def list_sessions(
     return list_page([s.to_api() for s in page.items], page.has_more)
 
 
-@router.get("/{session_id}")
+@router.get("/{session_id}", response_model=None, responses=docs.answers("SessionDetail", 400, 404))
 def get_session(
     session_id: ResourceId,
     principal: CurrentPrincipal,
@@ -53,7 +54,7 @@ def get_session(
     return {**session.to_api(), "messages": list_page([m.to_api() for m in page.items], page.has_more)}
 
 
-@router.delete("/{session_id}")
+@router.delete("/{session_id}", response_model=None, responses=docs.answers("SessionDeleted", 400, 404))
 def delete_session(session_id: ResourceId, principal: CurrentPrincipal, sessions: Sessions) -> dict[str, Any]:
     sessions.delete(principal.tenant_id, session_id)
     return {"id": session_id, "object": "session.deleted", "deleted": True}

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from seekless.api import docs
 from seekless.api.deps import CurrentPrincipal, Usage
 from seekless.errors import InvalidRequest
 
@@ -16,7 +17,7 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 366
 
 
-@router.get("")
+@router.get("", response_model=None, responses=docs.answers("Usage", 400))
 def get_usage(
     principal: CurrentPrincipal,
     usage: Usage,
@@ -25,7 +26,7 @@ def get_usage(
     model: Annotated[str | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
     end = end_date or datetime.now(UTC).date()
-    start = start_date or end - timedelta(days=DEFAULT_DAYS - 1)
+    start = start_date or _days_before(end, DEFAULT_DAYS - 1)
     if start > end:
         raise InvalidRequest("start_date is after end_date.", param="start_date")
     if (end - start).days >= MAX_DAYS:
@@ -43,3 +44,9 @@ def get_usage(
         "end_date": end.isoformat(),
         "total": {**totals, "estimated_cost_usd": cost},
     }
+
+
+def _days_before(day: date, days: int) -> date:
+    """``day`` less ``days``, but never before the calendar's first day (an end_date in year 1 has no
+    30 days before it: date arithmetic would raise OverflowError, a 500)."""
+    return day - timedelta(days=days) if day - date.min >= timedelta(days=days) else date.min
