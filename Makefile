@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST := $(BIN)/pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test check lint typecheck format unit integration contract e2e template browser browser-deps fuzz bench clean
+.PHONY: help venv dev test check lint typecheck format unit integration contract e2e faults fuzz template browser browser-deps bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ contract: $(STAMP) ## the openai SDK against the running local stack
 
 e2e: $(STAMP) ## the whole local stack (worker, event sources) through the CLI, S3 and SQS
 	$(PYTEST) -q tests/e2e
+
+faults: $(STAMP) ## the fault suite against the local stack; prints the fault table (also .seekless/faults.md)
+	$(PYTEST) -q tests/faults
 
 template: $(STAMP) ## cfn-lint and the SAM translator on template.yaml
 	$(PYTEST) -q tests/template

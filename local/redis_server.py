@@ -133,15 +133,30 @@ class RedisServer:
             client.close()
 
     def kill(self) -> None:
-        """Stop the server abruptly (fault tests); ``restart`` brings it back on the same port."""
+        """Stop the server abruptly, its clients' connections with it (fault tests); ``start`` brings it
+        back on the same port."""
         if self._process is not None:
             self._process.kill()
             self._process.wait(timeout=10)
+        if self._fake is not None:
+            self._fake.shutdown()  # type: ignore[attr-defined]  # also ends every client's connection
+            self._fake.server_close()  # type: ignore[attr-defined]
+            self._fake = None
+
+    def start(self) -> None:
+        """Bring a killed server back on the same port, empty (fault tests: Redis restarted mid-run)."""
+        if self.kind == "fakeredis" and self._fake is None:
+            self._start_fake()
+        if self.kind != "redis-server" or (self._process is not None and self._process.poll() is None):
+            return
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        self._start_redis_server()
 
     def restart(self) -> None:
         if self.kind == "redis-server":
             self.kill()
-            self._start_redis_server()
+            self.start()
 
     def stop(self) -> None:
         if self._process is not None:

@@ -165,9 +165,11 @@ class FakeRequestLog:
         self.frames[(tenant_id, request_id)] = []
         return True
 
-    async def push(self, tenant_id: str, request_id: str, frame: bytes) -> tuple[str | None, bool]:
+    async def push(
+        self, tenant_id: str, request_id: str, frame: bytes, *, connection_id: str | None = None
+    ) -> tuple[str | None, bool]:
         self.frames.setdefault((tenant_id, request_id), []).append(frame)
-        meta = self.meta.setdefault((tenant_id, request_id), {"conn": None, "cancel": False})
+        meta = self.meta.setdefault((tenant_id, request_id), {"conn": connection_id, "cancel": False})
         return meta["conn"], meta["cancel"]
 
     async def resume(self, tenant_id: str, request_id: str, connection_id: str, after_seq: int) -> list[bytes] | None:

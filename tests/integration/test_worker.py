@@ -30,6 +30,7 @@ from seekless.adapters.limits import RedisRateLimiter
 from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
 from seekless.config import Settings
 from seekless.contracts import ChatCompletionRequest
+from seekless.errors import ServiceUnavailable
 from seekless.jobs import Job, JobService, JobStatus, WaitPolicy
 from seekless.limits import LimitsByKeyId, RateLimiter
 from seekless.models import ApiKeyRecord, KeyLimits, Principal
@@ -421,6 +422,73 @@ class DiesBeforeDeleting(RecordingMessages):
             self.died = True
             return True
         return super().delete(message)
+
+
+class ThrottledClaim:
+    """The job store with its first ``claim`` throttled past boto3's retries (ServiceUnavailable)."""
+
+    def __init__(self, inner: DynamoJobStore) -> None:
+        self._inner = inner
+        self.throttled = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def claim(self, *args: Any, **kwargs: Any) -> Job:
+        if not self.throttled:
+            self.throttled += 1
+            raise ServiceUnavailable("the job store is busy; retry shortly")
+        return self._inner.claim(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+def test_a_throttled_claim_is_a_warning_and_the_job_runs_once_when_its_message_returns(
+    env: Env, emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = env.submit("Throttled at first")
+    store = ThrottledClaim(env.store)
+    with caplog.at_level(logging.WARNING, logger="seekless.worker"), in_process(env, emulator.base_url, jobs=store):
+        wait_for(lambda: env.job(job.id).status.terminal, timeout=20, what="the job to finish")
+    done = env.job(job.id)
+    assert store.throttled == 1 and done.status is JobStatus.SUCCEEDED and done.attempts == 1
+    assert emulator.stats()["calls"] == 1
+    worker_records = [r for r in caplog.records if r.name == "seekless.worker"]
+    assert any("job store is busy" in r.getMessage() for r in worker_records)
+    assert not [r for r in worker_records if r.levelno >= logging.ERROR]  # handled, not a crash
+
+
+class NeverRenewed:
+    """The job store and the queue with a stalled worker's renewals: heartbeats and visibility extensions
+    never land, so the job's lease and its message run out while its first run is still generating."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def extend(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def test_a_job_run_twice_after_its_lease_ran_out_has_one_result_and_one_audit_record(
+    env: Env, emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.configure(tps=12)  # about 2.7 s: the 1 s lease and visibility run out meanwhile
+    job = env.submit("Slow enough to be redelivered")
+    config = dataclasses.replace(FAST, visibility_seconds=1, lease_seconds=1.0)
+    messages = NeverRenewed(SqsJobMessages(env.queue_url, client=env.sqs))
+    worker = in_process(env, emulator.base_url, config=config, messages=messages, jobs=NeverRenewed(env.store))
+    with caplog.at_level(logging.INFO, logger="seekless.audit"), worker:
+        wait_for(lambda: env.job(job.id).status.terminal, timeout=20, what="the job to finish")
+        wait_for(lambda: env.pending() == 0, timeout=20, what="every delivery to be deleted")
+    done = env.job(job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempts >= 2  # a second run claimed it meanwhile
+    audits = [r.audit for r in caplog.records if hasattr(r, "audit") and r.audit["request_id"] == job.id]
+    assert len(audits) == 1, audits  # the run that finished it; the one stopped for it writes none
+    assert audits[0]["status"] == 200 and audits[0]["completion_tokens"] > 0
 
 
 @pytest.mark.parametrize("dies", ["before recording the deferral", "before deleting the deferred delivery"])

@@ -110,3 +110,18 @@ def test_post_to_a_gone_connection_reports_false() -> None:
         assert notifier.post("live=", b"{}") is True
         assert notifier.post("gone=", b"{}") is False
         stub.assert_no_pending_responses()
+
+
+async def test_a_request_redis_lost_is_claimed_again_for_the_connection_its_generator_names(
+    log: RedisRequestLog, redis_url: str
+) -> None:
+    assert await log.claim("dev", "r1", "c1")
+    assert await log.push("dev", "r1", b'{"seq": 1}', connection_id="c1") == ("c1", False)
+    client = sync_redis.Redis.from_url(redis_url)
+    try:
+        client.flushdb()  # Redis restarted empty, mid-request
+    finally:
+        client.close()
+    assert await log.push("dev", "r1", b'{"seq": 2}', connection_id="c1") == ("c1", False)
+    assert await log.state("dev", "r1") == ("c1", False)
+    assert await log.push("dev", "r2", b"{}") == (None, False)  # no connection named: nothing claimed

@@ -657,13 +657,55 @@ async def test_an_open_breaker_refuses_without_a_network_call(harness: Harness) 
     assert upstream.requests == []
 
 
-async def test_the_breaker_hears_of_server_errors_and_successes(harness: Harness) -> None:
+async def test_the_breaker_hears_of_a_call_once_so_failed_attempts_that_a_retry_fixes_are_a_success(
+    harness: Harness,
+) -> None:
     breaker = FakeBreaker()
     upstream = Upstream(error(503), httpx.ConnectError("refused"), ok_json())
 
     await harness.client(upstream, breaker=breaker).complete(BODY, deadline=later())
 
-    assert breaker.calls == ["allow", "failure", "allow", "failure", "allow", "success"]
+    assert breaker.calls == ["allow", "allow", "allow", "success"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_call_whose_every_attempt_fails_is_one_breaker_failure(harness: Harness, stream: bool) -> None:
+    breaker = FakeBreaker()
+    upstream = Upstream(error(503))
+    client = harness.client(upstream, breaker=breaker, retry_attempts=4)
+
+    with pytest.raises(UpstreamUnavailable):
+        await (collect(client.stream(BODY, deadline=later())) if stream else client.complete(BODY, deadline=later()))
+
+    assert len(upstream.requests) == 4
+    assert breaker.calls == ["allow"] * 4 + ["failure"]
+
+
+async def test_a_timeout_is_one_breaker_failure(harness: Harness) -> None:
+    breaker = FakeBreaker()
+    with pytest.raises(UpstreamTimeout):
+        await harness.client(Upstream(keep_alive_forever), breaker=breaker).complete(BODY, deadline=later(0.2))
+    assert breaker.calls == ["allow", "failure"]
+
+
+class ProbeOnce(FakeBreaker):
+    """Half-open: the first caller gets the probe; everyone after it is refused until it reports."""
+
+    async def allow(self) -> bool:
+        self.calls.append("allow")
+        return self.calls.count("allow") == 1
+
+
+async def test_a_failed_probe_reports_its_failure_when_its_retry_is_refused(harness: Harness) -> None:
+    breaker = ProbeOnce(cooldown_remaining=2.0)
+    upstream = Upstream(error(503), ok_json())
+
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await harness.client(upstream, breaker=breaker).complete(BODY, deadline=later())
+
+    assert caught.value.code == "circuit_open"
+    assert len(upstream.requests) == 1
+    assert breaker.calls == ["allow", "allow", "failure"]  # the breaker reopens now, not at the probe timeout
 
 
 @pytest.mark.parametrize("status", [400, 402, 429])

@@ -312,3 +312,59 @@ async def test_a_generation_is_one_audit_record_with_its_tokens_and_an_upstream_
         10,
     )
     assert (failed["request_id"], failed["status"], failed["error_code"]) == ("r2", 503, "upstream_unavailable")
+
+
+class UnreachableLog(FakeRequestLog):
+    """The request log with Redis down: every call fails as redis-py fails on a refused connection."""
+
+    async def claim(self, tenant_id: str, request_id: str, connection_id: str) -> bool:
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+
+async def test_a_chat_still_streams_when_the_request_log_is_down(
+    chat: ChatService, notifier: FakeNotifier, invoker: FakeInvoker, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = WsService(chat=chat, log=UnreachableLog(), notifier=notifier, invoker=invoker)
+    await service.handle("c1", DEV, chat_message())
+    assert notifier.frames("c1") == []  # no error: the generator streams it (without resume)
+    (payload,) = invoker.payloads
+    assert GenerationJob.model_validate_json(payload).job_id == "r1"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class BrokenInvoker(FakeInvoker):
+    def invoke_async(self, payload: bytes) -> None:
+        raise RuntimeError("the Lambda service is unreachable")
+
+
+async def test_a_chat_the_route_fails_to_start_ends_with_one_error_frame_naming_it(
+    chat: ChatService, log: FakeRequestLog, notifier: FakeNotifier
+) -> None:
+    service = WsService(chat=chat, log=log, notifier=notifier, invoker=BrokenInvoker())
+    await service.handle("c1", DEV, chat_message())
+    (sent,) = notifier.frames("c1")
+    assert (sent["type"], sent["request_id"], sent["code"]) == ("error", "r1", "internal_error")
+
+
+class ForgetfulLog(FakeRequestLog):
+    """A request log that loses every request after its first frame, as Redis restarted empty does."""
+
+    async def push(
+        self, tenant_id: str, request_id: str, frame: bytes, *, connection_id: str | None = None
+    ) -> tuple[str | None, bool]:
+        answer = await super().push(tenant_id, request_id, frame, connection_id=connection_id)
+        self.meta.clear()
+        self.frames.clear()
+        return answer
+
+
+async def test_a_request_the_log_loses_mid_stream_still_reaches_its_client(
+    chat: ChatService, notifier: FakeNotifier, connections: FakeConnections
+) -> None:
+    log = ForgetfulLog()
+    await log.claim("dev", "r1", "c1")
+    generator = Generator(chat=chat, log=log, notifier=notifier, connections=connections)
+    await generator.run(job(), deadline=time.monotonic() + 5)
+    types = [f["type"] for f in notifier.frames("c1")]
+    assert types[0] == "start" and types.count("done") == 1 and types[-1] == "done"
+    assert "delta" in types

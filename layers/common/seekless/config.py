@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     # Upstream call behaviour
     request_deadline_seconds: float = 25.0  # under API Gateway's 29 s integration timeout
     connect_timeout_seconds: float = 3.0
-    retry_attempts: int = 3  # total attempts, first one included
+    # Total attempts, first one included. Four: at 30 % failed calls 99.2 % of requests still succeed
+    # (three: 97.3 %), for 1.42 upstream calls per request; the breaker bounds the cost of an outage.
+    retry_attempts: int = 4
     retry_base_delay_seconds: float = 0.2
     retry_max_delay_seconds: float = 4.0
     breaker_failure_threshold: int = 5

@@ -8,6 +8,13 @@ body) and httpx timeouts bounded by the time left, and no retry or backoff sleep
 Retries use full-jitter exponential backoff on 429/5xx and connection failures that happened before
 any output reached the caller; a ``Retry-After`` header is the minimum wait. A 401 gets exactly one
 retry with a freshly fetched key (the secret may have rotated). Errors leave as ``seekless.errors``.
+
+The circuit breaker hears of each call once: a success, or one failure when the call gives up (its
+retries spent). Counting failed attempts instead would open it on chance alone when a share of calls
+fails (at 30 % per attempt, five failures in a row come every ~600 attempts) and turn a partial outage
+into a full one. The one exception: a call that failed and is refused its retry by the breaker (it was
+the half-open probe, or the breaker opened meanwhile) reports its failure then, so a failed probe
+reopens the breaker at once.
 """
 
 from __future__ import annotations
@@ -88,12 +95,13 @@ class _Failure(Exception):
 class _Call:
     """Retry bookkeeping for one ``complete`` or ``stream`` call."""
 
-    __slots__ = ("attempts", "force_key", "refreshed")
+    __slots__ = ("attempts", "failed", "force_key", "refreshed")
 
     def __init__(self) -> None:
         self.attempts = 0  # attempts counted against retry_attempts (the key-refresh retry is free)
         self.refreshed = False
         self.force_key = False
+        self.failed = False  # an attempt failed in a way the breaker counts, not reported yet
 
 
 def _timeout_error() -> UpstreamTimeout:
@@ -200,8 +208,7 @@ class DeepSeekClient:
                 await self._after_failure(failure, call, deadline)
 
     async def _complete_once(self, content: bytes, deadline: float, call: _Call) -> ChatResult:
-        await self._admit(deadline)
-        remaining = self._remaining(deadline)
+        remaining = await self._admit(deadline, call)
         try:
             async with asyncio.timeout(remaining):
                 response = await self._send(content, call, remaining, stream=False)
@@ -263,8 +270,7 @@ class DeepSeekClient:
     async def _stream_once(
         self, content: bytes, deadline: float, call: _Call, fallback_model: str
     ) -> AsyncGenerator[StreamEvent, None]:
-        await self._admit(deadline)
-        remaining = self._remaining(deadline)
+        remaining = await self._admit(deadline, call)
         try:
             async with asyncio.timeout(remaining):
                 response = await self._send(content, call, remaining, stream=True)
@@ -372,17 +378,16 @@ class DeepSeekClient:
         payload["stream"] = stream
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
-    @staticmethod
-    def _remaining(deadline: float) -> float:
+    async def _admit(self, deadline: float, call: _Call) -> float:
+        """The seconds left for an attempt the breaker lets go; else the call ends here (and a retry
+        refused reports its call's failure: the half-open probe failed, see the module doc)."""
+        allowed = deadline > time.monotonic() and (self._breaker is None or await self._breaker.allow())
         remaining = deadline - time.monotonic()
+        if allowed and remaining > 0:
+            return remaining
+        await self._report_failure(call)
         if remaining <= 0:
             raise _timeout_error()
-        return remaining
-
-    async def _admit(self, deadline: float) -> None:
-        self._remaining(deadline)
-        if self._breaker is None or await self._breaker.allow():
-            return
         hint = getattr(self._breaker, "cooldown_remaining", None)
         raise UpstreamUnavailable(
             "DeepSeek is unavailable (circuit open); retry later",
@@ -496,11 +501,12 @@ class DeepSeekClient:
     # -- retries and the breaker ------------------------------------------------------------------
 
     async def _after_failure(self, failure: _Failure, call: _Call, deadline: float) -> None:
-        """Wait before the next attempt, or raise the failure's error when there is none to make."""
-        if failure.breaker_failure:
-            await self._record_failure()
+        """Wait before the next attempt, or raise the failure's error when there is none to make (and
+        then tell the breaker, once for the whole call)."""
+        call.failed = call.failed or failure.breaker_failure
         if failure.refresh_key:
             if call.refreshed:
+                await self._report_failure(call)
                 raise failure.error from failure.cause
             call.refreshed = True
             call.force_key = True
@@ -508,14 +514,22 @@ class DeepSeekClient:
             return
         call.attempts += 1
         if not failure.retryable or call.attempts >= self._retry_attempts:
+            await self._report_failure(call)
             raise failure.error from failure.cause
         delay = self._rng.uniform(0, min(self._max_delay, self._base_delay * 2 ** (call.attempts - 1)))
         if failure.retry_after is not None:
             delay = max(delay, failure.retry_after)
         if time.monotonic() + delay >= deadline:
+            await self._report_failure(call)
             raise failure.error from failure.cause
         logger.warning("DeepSeek attempt %d failed (%s); retrying in %.3fs", call.attempts, failure.reason, delay)
         await self._sleep(delay)
+
+    async def _report_failure(self, call: _Call) -> None:
+        """The breaker hears of a failed call once, when it gives up."""
+        if call.failed:
+            call.failed = False
+            await self._record_failure()
 
     async def _record_success(self) -> None:
         if self._breaker is not None:

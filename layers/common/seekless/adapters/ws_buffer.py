@@ -18,8 +18,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# Append one frame; answer where it should go and whether the client cancelled.
+# Append one frame; answer where it should go and whether the client cancelled. A request Redis has lost
+# (restarted empty, failed over) is claimed again for the connection the caller names (ARGV[3]), so the
+# rest of the answer still reaches its client instead of going nowhere.
 _PUSH = """
+if ARGV[3] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'conn', ARGV[3], 'cancel', '0')
+end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -61,8 +66,11 @@ class RedisRequestLog:
     async def claim(self, tenant_id: str, request_id: str, connection_id: str) -> bool:
         return bool(await self._claim(keys=self._keys(tenant_id, request_id), args=[connection_id, self._ttl]))
 
-    async def push(self, tenant_id: str, request_id: str, frame: bytes) -> tuple[str | None, bool]:
-        conn, cancel = await self._push(keys=self._keys(tenant_id, request_id), args=[frame, self._ttl])
+    async def push(
+        self, tenant_id: str, request_id: str, frame: bytes, *, connection_id: str | None = None
+    ) -> tuple[str | None, bool]:
+        args: list[bytes | int | str] = [frame, self._ttl, connection_id or ""]
+        conn, cancel = await self._push(keys=self._keys(tenant_id, request_id), args=args)
         return _text(conn), _text(cancel) == "1"
 
     async def resume(self, tenant_id: str, request_id: str, connection_id: str, after_seq: int) -> list[bytes] | None:

@@ -59,6 +59,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ from seekless.audit import Auditor
 from seekless.chat import ChatService, PreparedChat
 from seekless.config import Settings
 from seekless.contracts import ChatResult, GenerationJob, ResultBuilder, StreamEnd, StreamEvent
-from seekless.errors import Conflict, NotFound, RateLimited, SeeklessError, UpstreamError
+from seekless.errors import Conflict, NotFound, RateLimited, SeeklessError, ServiceUnavailable, UpstreamError
 from seekless.jobs import Job, JobConflict, JobStatus, WaitPolicy, job_error, waits
 from seekless.limits import RateLimiter
 from seekless.models import KeyLimits, Page, Principal, Session, StoredMessage
@@ -231,6 +232,9 @@ class _ClientCancelled(Exception):
 class _RunState:
     cancelled: bool = False  # the job was cancelled (API or client): no result, delete the message
     lease_lost: bool = False  # another worker holds the job now: write nothing, delete nothing
+    # Another run of the job ended it: a redelivery that claimed it once this run's lease had run out
+    # (in this process, under the same owner, or in another). That run writes the request's record.
+    finished_elsewhere: bool = False
 
 
 def _recover_ids(body: str) -> tuple[str, str] | None:
@@ -302,6 +306,9 @@ class Worker:
         # Every running job's (status, lease owner), refreshed for all of them by one batched read per
         # cancel poll: one DynamoDB call per poll whatever the concurrency, instead of one per job.
         self._watched: dict[tuple[str, str], tuple[JobStatus, str | None] | None] = {}
+        # Runs of each watched job here: a redelivery can start a second run of a job whose first run
+        # stalled past its lease, and the first to end must not take the job out of the other's sight.
+        self._runs: Counter[tuple[str, str]] = Counter()
         self._watch_round = 0
         self._stop_requested = False
         self._stop_at: float | None = None
@@ -463,7 +470,17 @@ class Worker:
             await self._hand_back(job, message)  # shutdown past the grace period
             raise
         except Exception as error:
-            logger.exception("job %s could not be handled (receive %d)", job.job_id, message.receive_count)
+            if isinstance(error, ServiceUnavailable):
+                # A store throttled past its client's retries: expected now and then, and handled by leaving
+                # the message for redelivery (the job is untouched or still ours to finish), not a crash.
+                logger.warning(
+                    "job %s: %s; it runs again when its message comes back (receive %d)",
+                    job.job_id,
+                    error.message,
+                    message.receive_count,
+                )
+            else:
+                logger.exception("job %s could not be handled (receive %d)", job.job_id, message.receive_count)
             if message.receive_count >= self.config.max_receive_count:
                 await self._give_up(job.tenant_id, job.job_id, f"The job could not be run: {type(error).__name__}.")
                 with contextlib.suppress(Exception):
@@ -526,9 +543,12 @@ class Worker:
                 generating.cancel()
                 await asyncio.gather(generating, return_exceptions=True)
         if state.lease_lost:
+            audit.handed_off()  # the run that holds the lease now is the request: it writes the record
             logger.warning("job %s: lease lost to another worker; leaving it to that worker", job.job_id)
             return
         if state.cancelled:
+            if state.finished_elsewhere:
+                audit.handed_off()
             await self._ended(job)
             await self._delete(message)
             return
@@ -678,12 +698,16 @@ class Worker:
         reported = 0
         key = (job.tenant_id, job.job_id)
         self._watched[key] = (JobStatus.RUNNING, self.owner)
+        self._runs[key] += 1
         try:
             await self._supervise_loop(
                 job, message, generating, tap, state, next_beat, next_poll, next_progress, reported
             )
         finally:
-            self._watched.pop(key, None)
+            self._runs[key] -= 1
+            if not self._runs[key]:
+                del self._runs[key]
+                self._watched.pop(key, None)
 
     async def _supervise_loop(
         self,
@@ -743,7 +767,8 @@ class Worker:
     @staticmethod
     def _stopped(status: JobStatus, state: _RunState) -> None:
         if status.terminal:
-            state.cancelled = True  # cancelled through the API (nothing else finishes a job we hold)
+            state.cancelled = True  # cancelled through the API, or ended by another run (see _RunState)
+            state.finished_elsewhere = status is not JobStatus.CANCELLED
         else:
             state.lease_lost = True
 
@@ -764,6 +789,9 @@ class Worker:
                 self._jobs.succeed, job.tenant_id, job.job_id, result.to_completion(), owner=self.owner
             )
         except JobConflict as conflict:
+            current = conflict.current
+            if conflict.code != "job_finished" or (current is not None and current.status is not JobStatus.CANCELLED):
+                audit.handed_off()  # the run that holds the job, or ended it, is the request: its record
             if conflict.code == "job_finished":
                 await self._ended(job)
                 await self._delete(message)  # cancelled at the last moment: the cancel stands

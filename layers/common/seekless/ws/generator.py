@@ -32,7 +32,12 @@ _TICK = object()
 
 
 class RequestLog(Protocol):
-    async def push(self, tenant_id: str, request_id: str, frame: bytes) -> tuple[str | None, bool]: ...
+    async def push(
+        self, tenant_id: str, request_id: str, frame: bytes, *, connection_id: str | None = None
+    ) -> tuple[str | None, bool]:
+        """Log a frame; (where to post it, cancelled). ``connection_id`` is the connection the request was
+        claimed for: a log that has lost the request (Redis restarted empty) takes it as the target again."""
+        ...
 
     async def state(self, tenant_id: str, request_id: str) -> tuple[str | None, bool]: ...
 
@@ -67,7 +72,9 @@ class FrameEmitter:
         self.seq += 1
         data = encode(frame(kind, self._job.job_id, self.seq, **fields))
         try:
-            target, cancelled = await self._log.push(self._job.tenant_id, self._job.job_id, data)
+            target, cancelled = await self._log.push(
+                self._job.tenant_id, self._job.job_id, data, connection_id=self._job.connection_id
+            )
         except Exception:  # no Redis: no resume, but the live stream still goes out
             logger.warning("request log unavailable; streaming without resume", exc_info=True)
             target, cancelled = self._job.connection_id, False

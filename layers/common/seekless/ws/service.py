@@ -117,15 +117,17 @@ class JobFrameLog:
         alias = await self._request(tenant_id, request_id)
         return await self._log.claim(tenant_id, alias or request_id, connection_id)
 
-    async def push(self, tenant_id: str, request_id: str, frame: bytes) -> tuple[str | None, bool]:
+    async def push(
+        self, tenant_id: str, request_id: str, frame: bytes, *, connection_id: str | None = None
+    ) -> tuple[str | None, bool]:
         alias = await self._request(tenant_id, request_id)
         if alias is None:
-            return await self._log.push(tenant_id, request_id, frame)
+            return await self._log.push(tenant_id, request_id, frame, connection_id=connection_id)
         value = json.loads(frame)
         value["request_id"] = alias
         value["seq"] = int(value["seq"]) + QUEUED_SEQ
         data = encode(value)
-        target, cancelled = await self._log.push(tenant_id, alias, data)
+        target, cancelled = await self._log.push(tenant_id, alias, data, connection_id=connection_id)
         if target is not None:
             await asyncio.to_thread(self._notifier.post, target, data)
         return None, cancelled
@@ -191,8 +193,10 @@ class WsService:
         """Answer one frame. Its audit record is written here, unless the frame started a generation,
         whose generator (or worker, for a job) writes the record when it ends."""
         async with self._auditor.request("ws.frame", principal=principal) as record:
+            chat_id: str | None = None  # a chat's request id: a failure here is that chat's terminal frame
             try:
                 action = parse_action(body)
+                chat_id = action.request_id if isinstance(action, ChatAction) else None
                 record.route = f"ws.{getattr(action, 'action', 'chat')}"
                 record.request_id = getattr(action, "request_id", None) or record.request_id
                 if isinstance(action, ChatAction):
@@ -211,12 +215,12 @@ class WsService:
                 await self._send(connection_id, error.frame())
             except SeeklessError as error:
                 audit.note_error(error)
-                await self._send(connection_id, frame_for(error, None))
+                await self._send(connection_id, frame_for(error, chat_id))
             except Exception:  # Redis or AWS trouble: the client still gets an answer
                 logger.exception("websocket route failed")
                 record.status, record.error_code = 500, "internal_error"
                 await self._send(
-                    connection_id, error_frame(None, 0, "internal_error", "The request could not be handled.")
+                    connection_id, error_frame(chat_id, 0, "internal_error", "The request could not be handled.")
                 )
 
     async def _start(self, connection_id: str, principal: Principal, action: ChatAction) -> None:
@@ -239,7 +243,7 @@ class WsService:
             if action.mode == "job":
                 raise FrameError("jobs_unavailable", "Jobs are not available on this deployment.", action.request_id)
             as_job = False  # over the threshold, but no worker to hand it to: stream as before
-        if not await self._log.claim(principal.tenant_id, action.request_id, connection_id):
+        if not await self._claim(principal.tenant_id, action.request_id, connection_id):
             raise FrameError(
                 "duplicate_request", f"request_id '{action.request_id}' is already in use.", action.request_id
             )
@@ -256,6 +260,17 @@ class WsService:
             connection_id=connection_id,
         )
         await asyncio.to_thread(self._invoker.invoke_async, job.model_dump_json().encode())
+
+    async def _claim(self, tenant_id: str, request_id: str, connection_id: str) -> bool:
+        """Claim the request id in the request log. Without the log (Redis down) the chat still streams, as
+        the generator does without it: no duplicate check, no resume, but an answer."""
+        try:
+            return await self._log.claim(tenant_id, request_id, connection_id)
+        except Exception as error:
+            logger.warning(
+                "request log unavailable (%s); streaming %s without resume", type(error).__name__, request_id
+            )
+            return True
 
     async def _submit_job(self, connection_id: str, principal: Principal, action: ChatAction, request: Any) -> None:
         assert self._job_store is not None and self._job_queue is not None and self._aliases is not None
