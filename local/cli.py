@@ -54,7 +54,7 @@ def _invoke(args: argparse.Namespace) -> int:
 def _events(args: argparse.Namespace) -> int:
     from seekless_local.invoke import list_events
 
-    return list_events(args.function)
+    return list_events(args.function, as_json=args.json)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     invoke.set_defaults(run=_invoke)
     events = commands.add_parser("events", help="list the sample events under events/ for each function")
     events.add_argument("function", nargs="?", default=None, help="only this function's events")
+    events.add_argument("--json", action="store_true", help="print machine-readable JSON")
     events.set_defaults(run=_events)
     from seekless_local import client_cli, keys_cli
 

@@ -252,9 +252,9 @@ def run(logical_id: str, event_source: str | None, *, stdout: TextIO | None = No
     return 0
 
 
-def list_events(logical_id: str | None = None, *, stdout: TextIO | None = None) -> int:
+def list_events(logical_id: str | None = None, *, stdout: TextIO | None = None, as_json: bool = False) -> int:
     """`seekless events`: every function of the template with its sample events, then the other
-    consumers (the worker); a function with none says so."""
+    consumers (the worker); a function with none says so. ``as_json``: the same as one JSON list."""
     from seekless_local.events import load_manifest
 
     out = stdout or sys.stdout
@@ -267,28 +267,50 @@ def list_events(logical_id: str | None = None, *, stdout: TextIO | None = None) 
             print(f"seekless events: no function {logical_id!r}; known: {', '.join(names)}", file=sys.stderr)
             return 2
         names = [logical_id]
+    listing: list[dict[str, Any]] = []
     for name in names:
         consumer = consumers.get(name)
+        entry: dict[str, Any] = {"name": name, "kind": "function" if name in specs else None, "events": []}
         if name in specs:
-            header = f"{name}  ({Path(specs[name].code_uri).relative_to(TEMPLATE_PATH.parent)}/{specs[name].handler})"
+            entry["handler"] = f"{Path(specs[name].code_uri).relative_to(TEMPLATE_PATH.parent)}/{specs[name].handler}"
         elif consumer is not None and consumer.kind != "function":
-            header = f"{name}  (not a Lambda)\n  {consumer.description}"
+            entry.update(kind=consumer.kind, description=consumer.description)
         else:
-            header = f"{name}  (listed in events/manifest.json but not a function of template.yaml)"
+            entry["note"] = "listed in events/manifest.json but not a function of template.yaml"
+        for event in consumer.events if consumer is not None else ():
+            output = event.path.with_name(event.path.stem + "_output.json")
+            entry["events"].append(
+                {
+                    "name": event.name,
+                    "file": event.file,
+                    "missing": not event.path.is_file(),
+                    "expected_output": f"{event.name}_output.json" if output.is_file() else None,
+                    "raises": event.raises,
+                    "puts": [uri for uri, _ in event.objects],
+                }
+            )
+        listing.append(entry)
+    if as_json:
+        print(json.dumps(listing, indent=2), file=out)
+        return 0
+    for entry in listing:
+        if entry.get("handler"):
+            header = f"{entry['name']}  ({entry['handler']})"
+        elif entry.get("description"):
+            header = f"{entry['name']}  (not a Lambda)\n  {entry['description']}"
+        else:
+            header = f"{entry['name']}  ({entry['note']})"
         print(header, file=out)
-        events = consumer.events if consumer is not None else ()
-        if not events:
+        if not entry["events"]:
             print("  (no sample events)", file=out)
-        for event in events:
-            notes = []
-            if not event.path.is_file():
-                notes.append("missing")
-            if event.path.with_name(event.path.stem + "_output.json").is_file():
-                notes.append(f"expected output: {event.name}_output.json")
-            if event.raises is not None:
-                notes.append(f"raises {event.raises!r}")
-            notes += [f"puts {uri} first" for uri, _ in event.objects]
-            print(f"  {event.name}" + (f"   ({'; '.join(notes)})" if notes else ""), file=out)
+        for event in entry["events"]:
+            notes = ["missing"] if event["missing"] else []
+            if event["expected_output"]:
+                notes.append(f"expected output: {event['expected_output']}")
+            if event["raises"] is not None:
+                notes.append(f"raises {event['raises']!r}")
+            notes += [f"puts {uri} first" for uri in event["puts"]]
+            print(f"  {event['name']}" + (f"   ({'; '.join(notes)})" if notes else ""), file=out)
     if logical_id is None:
         print("\nRun one: seekless invoke <FunctionLogicalId> --event <name>", file=out)
     return 0

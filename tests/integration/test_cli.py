@@ -11,6 +11,7 @@ import pytest
 from seekless.adapters.dynamodb import DynamoKeyStore
 from seekless.auth import Authenticator, hash_key
 from seekless_local.cli import main
+from seekless_local.events import load_manifest
 from seekless_local.template import function_specs
 
 from .conftest import TABLES
@@ -41,6 +42,19 @@ def test_events_lists_every_function_of_the_template_with_its_sample_events(
     assert "\n  ws/authorizer_none   (raises 'Unauthorized')\n" in out
     assert re.search(r"^worker  \(not a Lambda\)$", out, re.MULTILINE)
     assert "\n  sqs/job_message\n" in out
+
+
+def test_events_json_lists_the_same_functions_and_events_as_the_manifest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["events", "--json"]) == 0
+    listing = {entry["name"]: entry for entry in json.loads(capsys.readouterr().out)}
+    assert set(function_specs()) <= set(listing) and listing["worker"]["kind"] != "function"
+    for name, consumer in load_manifest().items():
+        assert [event["file"] for event in listing[name]["events"]] == [event.file for event in consumer.events]
+    healthz = next(e for e in listing["RestApiFunction"]["events"] if e["name"] == "rest/get_healthz")
+    assert healthz["expected_output"] == "rest/get_healthz_output.json" and healthz["missing"] is False
+    assert listing["RestApiFunction"]["handler"] == "functions/rest_api/app.handler"
 
 
 def test_events_of_one_function_lists_only_its_events(capsys: pytest.CaptureFixture[str]) -> None:
