@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import batch_split, import_time, rest_latency, worker_throughput, ws_latency
+from bench import batch_split, import_time, load, rest_latency, worker_throughput, ws_latency
 from bench.common import REPO_ROOT, Section, machine, print_sections, render_section, today
 
 HEADER = """# Benchmarks
@@ -16,9 +16,11 @@ What seekless costs on top of calling DeepSeek directly: the added latency of th
 miss, a bypass and a hit, through the API Gateway event, Mangum and the FastAPI app, in process), the
 added time to first token and the frames per streamed response of the WebSocket path (through the
 local stack), the import time of the REST, `$connect` and `$disconnect` handler modules, the job
-worker's throughput at 2 s per job against the emulator (through moto), and the split of a 50,000-line
+worker's throughput at 2 s per job against the emulator (through moto), the split of a 50,000-line
 batch file into jobs (its enqueue rate against the raw DynamoDB and SQS calls, and its peak memory
-against a 5,000-line file's, through moto). Every
+against a 5,000-line file's, through moto), and an open-loop load of mixed requests on the local stack
+(the rate this machine sustains, p50 / p99 per kind and errors, against the same mix sent straight to
+the emulator). Every
 figure is compared with a direct baseline measured on the same machine in the same run (absolute times
 on a small shared machine are noisy; ratios are not), in interleaved rounds after a warm-up, and
 reported as p50 / p99 and the ratio or the added time.
@@ -27,8 +29,9 @@ Reproduce with `make bench` (that is `.venv/bin/python -m bench`, which rewrites
 also runs alone and prints its tables: `python -m bench.rest_latency` (`--profile N` adds a cProfile
 of N cache misses), `python -m bench.ws_latency` (`--hops N` adds a per-hop timeline of N chat
 requests), `python -m bench.import_time`, `python -m bench.worker_throughput` and
-`python -m bench.batch_split` (`--profile N` adds a cProfile of a small ingest); `--quick` runs fewer
-iterations (and smaller files).
+`python -m bench.batch_split` (`--profile N` adds a cProfile of a small ingest) and `python -m bench.load`
+(`make load`; `--rates`, `--mix`, `--profile-stack FILE`); `--quick` runs fewer iterations (and smaller
+files, and a shorter ramp).
 
 This file is generated: edit `bench/`, not this file."""
 
@@ -57,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         *import_time.run(args.quick),
         *worker_throughput.run(args.quick),
         *batch_split.run(args.quick),
+        *load.run(args.quick),
     ]
     seconds = time.monotonic() - started
     print_sections(sections)
