@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 PYTEST := $(BIN)/pytest
 
 .DEFAULT_GOAL := help
-.PHONY: help venv dev test check lint typecheck format unit integration contract e2e faults fuzz template browser browser-deps bench clean
+.PHONY: help venv dev test check lint typecheck format unit integration contract e2e faults fuzz template browser browser-deps bench load clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ browser-deps: ## install Debian's chromium for the browser tests (needs root and
 
 bench: $(STAMP) ## run the benchmarks and rewrite BENCHMARKS.md
 	$(BIN)/python -m bench
+
+load: $(STAMP) ## open-loop load on the local stack: a ramp to the rate this machine sustains (~3 min)
+	$(BIN)/python -m bench.load
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

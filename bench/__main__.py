@@ -11,6 +11,7 @@ from bench import (
     batch_split,
     cache_zipf,
     import_time,
+    load,
     rest_latency,
     rest_limits,
     rest_open_loop,
@@ -30,7 +31,9 @@ the same size; the added time to first token and the frames per streamed respons
 path (through the local stack); the import time of every handler module against `import boto3`; the
 job worker's throughput at 2 s per job against the emulator (through moto); and the split of a
 50,000-line batch file into jobs (its enqueue rate against the raw DynamoDB and SQS calls, and its peak
-memory against a 5,000-line file's, through moto). Every figure is compared with a direct baseline
+memory against a 5,000-line file's, through moto); and an open-loop load of mixed requests on the
+local stack (the rate this machine sustains, p50 / p99 per kind and errors, against the same mix sent
+straight to the emulator). Every figure is compared with a direct baseline
 measured on the same machine in the same run (absolute times on a small shared machine are noisy;
 ratios are not): timings in interleaved rounds (or alternating blocks) after a warm-up, reported as
 p50 / p99 and the ratio or the added time; the hit ratio against an exact LRU run on the same trace.
@@ -40,8 +43,9 @@ also runs alone and prints its tables: `python -m bench.rest_latency` (`--profil
 of N cache misses), `python -m bench.rest_open_loop`, `python -m bench.rest_limits`,
 `python -m bench.cache_zipf`, `python -m bench.ws_latency` (`--hops N` adds a per-hop timeline of N
 chat requests), `python -m bench.import_time`, `python -m bench.worker_throughput` and
-`python -m bench.batch_split` (`--profile N` adds a cProfile of a small ingest); `--quick` runs fewer
-iterations (and smaller files, a shorter trace).
+`python -m bench.batch_split` (`--profile N` adds a cProfile of a small ingest) and `python -m bench.load`
+(`make load`; `--rates`, `--mix`, `--profile-stack FILE`); `--quick` runs fewer iterations (and smaller
+files, a shorter trace and ramp).
 
 This file is generated: edit `bench/`, not this file."""
 
@@ -73,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         *import_time.run(args.quick),
         *worker_throughput.run(args.quick),
         *batch_split.run(args.quick),
+        *load.run(args.quick),
     ]
     seconds = time.monotonic() - started
     print_sections(sections)

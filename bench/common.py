@@ -345,7 +345,7 @@ LOCAL_AWS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
-TABLE_NAMES = {"SessionsTable": "seekless-sessions", "ApiKeysTable": "seekless-keys"}
+TABLE_NAMES = {"SessionsTable": "seekless-sessions", "ApiKeysTable": "seekless-keys", "UsageTable": "seekless-usage"}
 
 
 def handler_environment(*, moto_url: str, redis_url: str, deepseek_url: str) -> dict[str, str]:

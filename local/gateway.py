@@ -87,6 +87,11 @@ class ExecutionEnvironments:
         self._idle: queue.SimpleQueue[ThreadPoolExecutor] = queue.SimpleQueue()
         for environment in self._environments:
             self._idle.put(environment)
+        # Where an awaited invocation waits for its environment and its answer: threads of this function's
+        # own, one per environment. On the loop's default executor (min(32, cores + 4) threads, shared by
+        # every function the loop serves), long invocations (a generator streams for minutes) would hold
+        # every thread, and other functions (the authorizer, $connect, a `cancel`) would wait behind them.
+        self._callers = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"invoke-{name}")
 
     def _invoke(self, event: dict[str, Any]) -> Any:
         with self._init_lock:
@@ -109,13 +114,14 @@ class ExecutionEnvironments:
             self._idle.put(environment)
 
     async def invoke(self, event: dict[str, Any]) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, self.invoke_sync, event)
+        return await asyncio.get_running_loop().run_in_executor(self._callers, self.invoke_sync, event)
 
     def close(self) -> None:
         """Shut every environment down, closing its clients on its own loop first."""
         for environment in self._environments:
             environment.submit(_end_environment)
             environment.shutdown(wait=True, cancel_futures=False)
+        self._callers.shutdown(wait=False, cancel_futures=True)
 
 
 def rest_event(

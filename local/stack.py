@@ -215,7 +215,8 @@ class StackConfig:
     redis_url: str | None = None
     deepseek_api_key: str | None = None
     deepseek_base_url: str | None = None
-    environments: int = 4  # concurrent execution environments per function
+    environments: int = 4  # concurrent execution environments of the REST function
+    ws_environments: int = 8  # ... of each WebSocket API function (authorizer, routes, generator)
     worker: bool = False  # run a job worker thread on the jobs queue
     event_sources: bool = True  # run the template's SQS event source mappings (pollers)
     event_source_wait_seconds: int = 1  # their long poll: short, so stopping never waits long
@@ -426,6 +427,7 @@ class LocalStack:
                 lambda logical_id: cfn.load_handler(specs[logical_id]),
                 host=config.host,
                 port=config.ws_port if config.rest_gateway else 0,
+                environments=config.ws_environments,
             )
             self.ws_gateway = self._exit.enter_context(ws_gateway)
             self.ws_url = ws_gateway.url if config.rest_gateway else ""

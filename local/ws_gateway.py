@@ -314,8 +314,8 @@ class WebSocketGateway:
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        # ExecutionEnvironments.invoke waits on the loop's default executor: one thread per in-flight
-        # invocation, so size it for every environment of every function.
+        # Invocations wait on their function's own threads (ExecutionEnvironments.invoke); the default
+        # executor runs this loop's other blocking work (closing environments), sized for all of them.
         executor = ThreadPoolExecutor(
             max_workers=self._environment_count * max(1, len(self.spec.functions)) + 16,
             thread_name_prefix="ws-gateway-wait",
