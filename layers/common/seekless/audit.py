@@ -192,7 +192,9 @@ class Auditor:
                 await self.write(record)
 
     async def write(self, record: AuditRecord) -> None:
-        """Log the record and count its usage. Never raises: the answer is already on its way."""
+        """Log the record and count its usage. Never raises: the answer is already made. On Lambda it is
+        not yet sent (Mangum returns when the app does), so the usage write's round trip is paid by
+        every answer: BENCHMARKS.md shows it, and counting in Redis instead is the planned fix."""
         logger.info("audit", extra={"audit": record.to_log()})
         if self._usage is None or record.model is None or record.tenant_id is None:
             return
