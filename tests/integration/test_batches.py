@@ -329,17 +329,21 @@ def test_a_reply_destination_not_allowed_is_refused_before_any_job(env: Env) -> 
     assert refused.value.code == "reply_to_not_allowed"
 
 
-class DyingFiles(S3BatchFiles):
-    """Writes nothing: a finalizer that dies before its results are stored."""
+class DiesWriting(S3BatchFiles):
+    """The batch files, except that writing under ``prefix`` kills the caller (a Lambda dying there)."""
+
+    def __init__(self, prefix: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._prefix = prefix
 
     def write(self, key: str, source: Any) -> None:
-        if key.startswith("batches/output/"):
-            raise RuntimeError("the finalizer died here")
+        if key.startswith(self._prefix):
+            raise RuntimeError(f"died writing {key}")
         super().write(key, source)
 
 
 def test_the_sweeper_finishes_a_batch_whose_finalizer_died(env: Env) -> None:
-    dying = env.batch_service(files=DyingFiles(BUCKET, client=env.s3), finalize_lease_seconds=1.0)
+    dying = env.batch_service(files=DiesWriting("batches/output/", BUCKET, client=env.s3), finalize_lease_seconds=1.0)
     # Every line invalid: the ingest itself ends the last "job" and finalizes, and dies doing it.
     with pytest.raises(RuntimeError):
         dying.ingest(env.put(f"batches/input/dev/dies-{uuid.uuid4().hex}.jsonl", "not json\nnor this\n"))
@@ -493,18 +497,9 @@ def test_a_lagging_index_never_drops_a_line_from_the_results(env: Env) -> None:
     assert lagging.listings == 2  # the short listing was read again
 
 
-class NoWorkFiles(S3BatchFiles):
-    """Cannot store the invalid lines' report: an ingest that dies after sending every job."""
-
-    def write(self, key: str, source: Any) -> None:
-        if key.startswith("batches/work/"):
-            raise RuntimeError("the Lambda died here")
-        super().write(key, source)
-
-
 def test_a_redelivery_after_every_job_was_sent_never_resets_a_finished_job(env: Env) -> None:
     source = env.put(f"batches/input/dev/late-{uuid.uuid4().hex}.jsonl", "\n".join(line(f"l{i}") for i in range(3)))
-    dying = env.batch_service(files=NoWorkFiles(BUCKET, client=env.s3))
+    dying = env.batch_service(files=DiesWriting("batches/work/", BUCKET, client=env.s3))
     with pytest.raises(RuntimeError):
         dying.ingest(source)  # every job written and sent, no checkpoint saved (fewer than 100 lines)
     first = next(iter(env.jobs.batch_jobs(source.batch_id())))
@@ -517,7 +512,7 @@ def test_a_redelivery_after_every_job_was_sent_never_resets_a_finished_job(env: 
 def test_the_sweeper_is_not_blocked_by_uploads_never_made(env: Env) -> None:
     for _ in range(25):
         env.service.reserve_upload(DEV, metadata=None)
-    dying = env.batch_service(files=DyingFiles(BUCKET, client=env.s3), finalize_lease_seconds=1.0)
+    dying = env.batch_service(files=DiesWriting("batches/output/", BUCKET, client=env.s3), finalize_lease_seconds=1.0)
     with pytest.raises(RuntimeError):
         dying.ingest(env.put(f"batches/input/dev/blocked-{uuid.uuid4().hex}.jsonl", "nope\n"))
     stuck = [

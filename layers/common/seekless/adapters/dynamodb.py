@@ -353,12 +353,7 @@ class DynamoKeyStore:
         """Seed a key, overwriting whatever was there (the local stack's dev key, fixtures). Operators'
         keys go through ``create``, which refuses to overwrite."""
         record = ApiKeyRecord(key_id=key_id, tenant_id=tenant_id, name=name, limits=limits, created_at=self._now())
-        self._write(
-            [
-                {"Put": {"TableName": self._table, "Item": self._item(key_hash, record)}},
-                {"Put": {"TableName": self._table, "Item": self._pointer(key_id, key_hash)}},
-            ]
-        )
+        self._write(self._inserts(key_hash, record, only_new=False))
 
     def create(
         self,
@@ -532,16 +527,12 @@ class DynamoKeyStore:
     def _pointer(key_id: str, key_hash: str) -> dict[str, Any]:
         return {"key_hash": {"S": KEY_ID_POINTER + key_id}, "points_to": {"S": key_hash}}
 
-    def _inserts(self, key_hash: str, record: ApiKeyRecord) -> list[dict[str, Any]]:
-        """The key's item and its id's pointer, each only where nothing is yet."""
+    def _inserts(self, key_hash: str, record: ApiKeyRecord, *, only_new: bool = True) -> list[dict[str, Any]]:
+        """The key's item and its id's pointer, each only where nothing is yet (``only_new``), else
+        overwriting whatever is there."""
+        condition = {"ConditionExpression": "attribute_not_exists(key_hash)"} if only_new else {}
         return [
-            {
-                "Put": {
-                    "TableName": self._table,
-                    "Item": item,
-                    "ConditionExpression": "attribute_not_exists(key_hash)",
-                }
-            }
+            {"Put": {"TableName": self._table, "Item": item, **condition}}
             for item in (self._item(key_hash, record), self._pointer(record.key_id, key_hash))
         ]
 
