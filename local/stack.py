@@ -220,6 +220,8 @@ class StackConfig:
     worker: bool = False  # run a job worker thread on the jobs queue
     event_sources: bool = True  # run the template's SQS event source mappings (pollers)
     event_source_wait_seconds: int = 1  # their long poll: short, so stopping never waits long
+    schedules: bool = False  # run the template's Schedule events (the job sweeper, every minute)
+    schedule_period_seconds: float | None = None  # every schedule's period instead of its rate (tests)
     rest_gateway: bool = True  # False: services only (what `seekless invoke` starts when no stack runs)
     template_path: Path | None = None  # template.yaml of the repository unless set (tests use their own)
     state_file: Path | None = None  # where to say where the services are (`seekless dev` sets it)
@@ -240,6 +242,7 @@ class StackConfig:
             deepseek_base_url=os.environ.get("DEEPSEEK_BASE_URL") or None,
             worker=os.environ.get("SEEKLESS_DEV_WORKER", "1") != "0",
             event_sources=os.environ.get("SEEKLESS_DEV_EVENT_SOURCES", "1") != "0",
+            schedules=os.environ.get("SEEKLESS_DEV_SCHEDULES", "1") != "0",
             state_file=default_state_file(),
         )
 
@@ -304,6 +307,7 @@ class LocalStack:
         self.gateway: Any = None
         self.worker: Any = None  # seekless_local.worker.WorkerThread when config.worker
         self.event_sources: Any = None  # seekless_local.event_sources.EventSources when config.event_sources
+        self.schedules: Any = None  # seekless_local.schedules.Schedules when config.schedules
         self.template: dict[str, Any] = {}
         self.state_file: Path | None = None  # written while the stack is up
 
@@ -472,6 +476,18 @@ class LocalStack:
                 )
             )
 
+        if config.schedules:
+            from seekless_local.schedules import Schedules, schedules
+
+            self.schedules = self._exit.enter_context(
+                Schedules(
+                    schedules(template),
+                    load=lambda logical_id: cfn.load_handler(specs[logical_id]),
+                    timeouts={lid: spec.timeout or cfn.DEFAULT_FUNCTION_TIMEOUT for lid, spec in specs.items()},
+                    period_seconds=config.schedule_period_seconds,
+                )
+            )
+
         if config.state_file is not None:
             # Written last and removed first, so `seekless invoke` never finds a stack half up or down.
             write_state_file(config.state_file, self.services())
@@ -505,6 +521,9 @@ class LocalStack:
         if self.event_sources is not None:
             for described in self.event_sources.describe():
                 lines.append(f"  SQS trigger  {described}")
+        if self.schedules is not None:
+            for schedule in self.schedules.schedules:
+                lines.append(f"  Schedule     {schedule.function} every {schedule.period_seconds:g} s")
         for logical_id, entries in self.notifications.items():
             for entry in entries:
                 rules = {rule["Name"]: rule["Value"] for rule in entry["Rules"]}

@@ -228,10 +228,10 @@ class RecordingUsage:
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
 
-    def add(self, record: AuditRecord) -> None:
+    async def add(self, record: AuditRecord) -> None:
         self.records.append(record)
 
-    def days(self, tenant_id: str, *, start: date, end: date, model: str | None = None) -> list[UsageDay]:
+    async def days(self, tenant_id: str, *, start: date, end: date, model: str | None = None) -> list[UsageDay]:
         totals: dict[tuple[date, str], UsageDay] = {}
         for r in self.records:
             if r.tenant_id != tenant_id or r.model is None or not start <= r.day <= end:

@@ -36,7 +36,8 @@ def test_the_scheduled_sweep_resends_an_unsent_job(app_env: None, aws: Any, monk
     spec = function_specs()["JobSweeperFunction"]
     environments = ExecutionEnvironments(lambda: load_handler(spec), name=spec.logical_id, timeout=60, size=1)
     try:
-        assert environments.invoke_sync(load_event("schedule/job_sweeper")) == {"resent": 1, "batches_finished": 0}
+        swept = environments.invoke_sync(load_event("schedule/job_sweeper"))
+        assert swept == {"resent": 1, "batches_finished": 0, "usage_minutes_folded": 0}
     finally:
         environments.close()
     (message,) = sqs.receive_message(QueueUrl=urls["JobsQueue"])["Messages"]

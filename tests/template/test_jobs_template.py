@@ -6,7 +6,7 @@ from typing import Any
 
 from seekless.adapters.jobs import SUMMARY_ATTRIBUTES
 from seekless_local.template import function_specs
-from tests.template.conftest import DATA_KEY, DATA_KEY_USE, function_roles, grants, resource_key
+from tests.template.conftest import DATA_KEY, DATA_KEY_USE, cache_connect_grants, function_roles, grants, resource_key
 
 TLS_ONLY = {"Bool": {"aws:SecureTransport": "false"}}
 
@@ -127,6 +127,9 @@ def test_the_sweeper_runs_every_minute_with_least_privilege(transformed: dict[st
         resource_key({"Fn::Sub": "${JobsBucket.Arn}/batches/output/*"}): batch_files,
         resource_key({"Fn::Sub": "${JobsBucket.Arn}/batches/errors/*"}): batch_files,
         resource_key(DATA_KEY): DATA_KEY_USE,
+        # It folds the usage counters kept in Redis into the usage table.
+        resource_key({"Fn::GetAtt": ["UsageTable", "Arn"]}): {"dynamodb:UpdateItem"},
+        **cache_connect_grants(),
     }
     rules = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Events::Rule"]
     assert any(r["Properties"].get("ScheduleExpression") == "rate(1 minute)" for r in rules)

@@ -286,7 +286,13 @@ def test_redis_url_uses_tls_to_the_serverless_cache_endpoint_in_cluster_mode(tem
     users = {
         logical_id: spec for logical_id, spec in function_specs(template).items() if "REDIS_URL" in spec.environment
     }
-    assert set(users) == {"RestApiFunction", "WsAuthorizerFunction", "WsMessageFunction", "GeneratorFunction"}
+    assert set(users) == {
+        "RestApiFunction",
+        "WsAuthorizerFunction",
+        "WsMessageFunction",
+        "GeneratorFunction",
+        "JobSweeperFunction",
+    }
     for logical_id, spec in users.items():
         text, variables = spec.environment["REDIS_URL"]["Fn::Sub"]
         assert text.startswith("rediss://"), logical_id

@@ -7,8 +7,9 @@ from typing import Any
 from tests.template.conftest import function_roles, grants, resource_key
 
 USAGE = resource_key({"Fn::GetAtt": ["UsageTable", "Arn"]})
-# Whoever ends a request writes its audit record and adds to the tenant's counters.
-WRITERS = {"RestApiFunction", "WsMessageFunction", "GeneratorFunction"}
+# Whoever ends a request writes its audit record and adds to the tenant's counters (in Redis; straight into
+# the table while Redis is down); the sweeper folds Redis's counters into the table.
+WRITERS = {"RestApiFunction", "WsMessageFunction", "GeneratorFunction", "JobSweeperFunction"}
 
 
 def test_usage_table_is_keyed_by_tenant_then_day_and_model(template: dict[str, Any]) -> None:
@@ -18,7 +19,9 @@ def test_usage_table_is_keyed_by_tenant_then_day_and_model(template: dict[str, A
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
 
 
-def test_only_request_finishers_add_usage_and_only_the_rest_api_reads_it(transformed: dict[str, Any]) -> None:
+def test_only_request_finishers_and_the_sweeper_add_usage_and_only_the_rest_api_reads_it(
+    transformed: dict[str, Any],
+) -> None:
     roles = function_roles(transformed)
     writers = {name for name, role in roles.items() if USAGE in grants(role)}
     assert writers == WRITERS

@@ -202,7 +202,13 @@ def test_only_functions_that_reach_redis_run_in_the_vpc(template: dict[str, Any]
         for logical_id, function in resources(template, "AWS::Serverless::Function").items()
         if "VpcConfig" in function["Properties"]
     }
-    assert in_vpc == {"RestApiFunction", "WsAuthorizerFunction", "WsMessageFunction", "GeneratorFunction"}
+    assert in_vpc == {
+        "RestApiFunction",
+        "WsAuthorizerFunction",
+        "WsMessageFunction",
+        "GeneratorFunction",
+        "JobSweeperFunction",  # it folds the usage counters kept in Redis
+    }
     # $connect and $disconnect touch only DynamoDB: no ENIs and no VPC policy for them.
     for logical_id, role in function_roles(transformed).items():
         assert (VPC_MANAGED_POLICY in role["Properties"].get("ManagedPolicyArns", [])) == (logical_id in in_vpc)

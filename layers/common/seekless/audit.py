@@ -101,9 +101,9 @@ class UsageDay:
 
 
 class UsageStore(Protocol):
-    def add(self, record: AuditRecord) -> None: ...
+    async def add(self, record: AuditRecord) -> None: ...
 
-    def days(self, tenant_id: str, *, start: date, end: date, model: str | None = None) -> list[UsageDay]: ...
+    async def days(self, tenant_id: str, *, start: date, end: date, model: str | None = None) -> list[UsageDay]: ...
 
 
 _current: contextvars.ContextVar[AuditRecord | None] = contextvars.ContextVar("seekless_audit", default=None)
@@ -193,13 +193,13 @@ class Auditor:
 
     async def write(self, record: AuditRecord) -> None:
         """Log the record and count its usage. Never raises: the answer is already made. On Lambda it is
-        not yet sent (Mangum returns when the app does), so the usage write's round trip is paid by
-        every answer: BENCHMARKS.md shows it, and counting in Redis instead is the planned fix."""
+        not yet sent (Mangum returns when the app does), so the count is one Redis call, folded into
+        the usage table by the sweeper (adapters/usage.py)."""
         logger.info("audit", extra={"audit": record.to_log()})
         if self._usage is None or record.model is None or record.tenant_id is None:
             return
         try:
-            await asyncio.to_thread(self._usage.add, record)
+            await self._usage.add(record)
         except Exception:
             self._telemetry.count("UsageErrors")
             logger.warning("could not count usage for request %s", record.request_id, exc_info=True)

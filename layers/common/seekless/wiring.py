@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from seekless.adapters.replies import AwsReplies
     from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
     from seekless.adapters.tickets import RedisTicketStore
-    from seekless.adapters.usage import DynamoUsageStore
+    from seekless.adapters.usage import UsageFolder, UsageLedger
     from seekless.adapters.ws_buffer import RedisRequestLog
     from seekless.audit import Auditor
     from seekless.auth import AdminAuthenticator, Authenticator
@@ -212,11 +212,25 @@ def chat_service() -> ChatService:
 
 
 @per_environment
-def usage_store() -> DynamoUsageStore:
-    from seekless.adapters.usage import DynamoUsageStore
+def usage_store() -> UsageLedger:
+    """Counts in Redis when there is one (folded into the usage table every minute), else the table."""
+    from seekless.adapters.usage import DynamoUsageStore, UsageLedger
 
     config = settings()
-    return DynamoUsageStore(config.usage_table, retention_days=config.usage_retention_days)
+    table = DynamoUsageStore(config.usage_table, retention_days=config.usage_retention_days)
+    return UsageLedger(table, redis(), telemetry=telemetry())
+
+
+@per_environment
+def usage_folder() -> UsageFolder | None:
+    """The sweeper's fold of Redis usage counters into the table; None without Redis (nothing to fold)."""
+    from seekless.adapters.usage import DynamoUsageStore, UsageFolder
+
+    config = settings()
+    client = redis_sync()
+    if client is None:
+        return None
+    return UsageFolder(DynamoUsageStore(config.usage_table, retention_days=config.usage_retention_days), client)
 
 
 @per_environment

@@ -18,7 +18,7 @@ MAX_DAYS = 366
 
 
 @router.get("", response_model=None, responses=docs.answers("Usage", 400))
-def get_usage(
+async def get_usage(
     principal: CurrentPrincipal,
     usage: Usage,
     start_date: Annotated[date | None, Query(description="first UTC day, YYYY-MM-DD (default: 30 days ago)")] = None,
@@ -31,7 +31,7 @@ def get_usage(
         raise InvalidRequest("start_date is after end_date.", param="start_date")
     if (end - start).days >= MAX_DAYS:
         raise InvalidRequest(f"A usage query spans at most {MAX_DAYS} days.", param="start_date")
-    days = [day.to_api() for day in usage.days(principal.tenant_id, start=start, end=end, model=model)]
+    days = [day.to_api() for day in (await usage.days(principal.tenant_id, start=start, end=end, model=model))]
     totals = {
         name: sum(day[name] for day in days)
         for name in ("requests", "errors", "cache_hits", "prompt_tokens", "completion_tokens", "total_tokens")
