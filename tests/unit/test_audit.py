@@ -71,16 +71,15 @@ async def client(env: Env) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def audits(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+def audits(caplog: pytest.LogCaptureFixture) -> Audits:
     caplog.set_level(logging.INFO, logger="seekless.audit")
-    return _Audits(caplog)  # type: ignore[return-value]
+    return Audits(caplog)
 
 
-class _Audits(list):  # type: ignore[type-arg]
+class Audits:
     """The audit objects logged so far, read afresh on every access."""
 
     def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
-        super().__init__()
         self._caplog = caplog
 
     def all(self) -> list[dict[str, Any]]:
@@ -93,7 +92,7 @@ class _Audits(list):  # type: ignore[type-arg]
 
 
 async def test_a_chat_leaves_one_record_with_who_what_and_cost_but_no_prompt(
-    client: httpx.AsyncClient, env: Env, audits: _Audits, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, env: Env, audits: Audits, caplog: pytest.LogCaptureFixture
 ) -> None:
     response = await client.post("/v1/chat/completions", json=CHAT)
     assert response.status_code == 200
@@ -108,7 +107,7 @@ async def test_a_chat_leaves_one_record_with_who_what_and_cost_but_no_prompt(
     assert [r.tenant_id for r in env.usage.records] == ["acme"]
 
 
-async def test_a_cache_hit_is_recorded_as_a_hit_costing_nothing(client: httpx.AsyncClient, audits: _Audits) -> None:
+async def test_a_cache_hit_is_recorded_as_a_hit_costing_nothing(client: httpx.AsyncClient, audits: Audits) -> None:
     body = {**CHAT, "temperature": 0}
     await client.post("/v1/chat/completions", json=body)
     await client.post("/v1/chat/completions", json=body)
@@ -118,7 +117,7 @@ async def test_a_cache_hit_is_recorded_as_a_hit_costing_nothing(client: httpx.As
 
 
 async def test_content_is_recorded_only_when_the_operator_opts_in(
-    monkeypatch: pytest.MonkeyPatch, audits: _Audits
+    monkeypatch: pytest.MonkeyPatch, audits: Audits
 ) -> None:
     monkeypatch.setattr(wiring, "authenticator", lambda: Keys())
     env = Env(include_content=True)
@@ -134,7 +133,7 @@ async def test_content_is_recorded_only_when_the_operator_opts_in(
 
 
 async def test_a_stream_is_one_record_and_an_error_mid_stream_is_recorded(
-    client: httpx.AsyncClient, env: Env, audits: _Audits
+    client: httpx.AsyncClient, env: Env, audits: Audits
 ) -> None:
     response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert response.text.endswith("data: [DONE]\n\n")
@@ -146,7 +145,7 @@ async def test_a_stream_is_one_record_and_an_error_mid_stream_is_recorded(
 
 
 async def test_refusals_are_recorded_with_their_status_and_code(
-    client: httpx.AsyncClient, env: Env, audits: _Audits
+    client: httpx.AsyncClient, env: Env, audits: Audits
 ) -> None:
     await client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-nothing"})
     await client.get("/v1/models", headers={"Authorization": "Bearer stolen"})
@@ -161,7 +160,7 @@ async def test_refusals_are_recorded_with_their_status_and_code(
     assert env.model.calls == []
 
 
-async def test_the_route_is_the_template_never_an_id_from_the_path(client: httpx.AsyncClient, audits: _Audits) -> None:
+async def test_the_route_is_the_template_never_an_id_from_the_path(client: httpx.AsyncClient, audits: Audits) -> None:
     await client.get("/v1/sessions/sess_secretish")
     await client.get("/v1/not-a-route")
     found, unmatched = audits.all()
@@ -170,7 +169,7 @@ async def test_the_route_is_the_template_never_an_id_from_the_path(client: httpx
 
 
 async def test_a_failing_usage_store_never_fails_the_answer(
-    client: httpx.AsyncClient, env: Env, audits: _Audits
+    client: httpx.AsyncClient, env: Env, audits: Audits
 ) -> None:
     def broken(record: AuditRecord) -> None:
         raise RuntimeError("DynamoDB is away")
@@ -181,7 +180,7 @@ async def test_a_failing_usage_store_never_fails_the_answer(
     assert env.telemetry.counts["UsageErrors"] == 1
 
 
-async def test_a_scope_inside_a_scope_adds_to_the_outer_record(audits: _Audits) -> None:
+async def test_a_scope_inside_a_scope_adds_to_the_outer_record(audits: Audits) -> None:
     usage = RecordingUsage()
     auditor = Auditor(usage=usage)
     outer = auditor.request("job", request_id="job_1", principal=Principal("acme", "k"))
@@ -192,14 +191,14 @@ async def test_a_scope_inside_a_scope_adds_to_the_outer_record(audits: _Audits) 
     assert [r.model for r in usage.records] == ["deepseek-flash"]
 
 
-async def test_a_handed_off_request_leaves_its_record_to_whoever_finishes_it(audits: _Audits) -> None:
+async def test_a_handed_off_request_leaves_its_record_to_whoever_finishes_it(audits: Audits) -> None:
     auditor = Auditor()
     async with auditor.request("ws.chat"):
         audit.handed_off()
     assert audits.all() == []
 
 
-async def test_concurrent_requests_keep_their_own_records(audits: _Audits) -> None:
+async def test_concurrent_requests_keep_their_own_records(audits: Audits) -> None:
     auditor = Auditor()
 
     async def one(tenant: str) -> None:
