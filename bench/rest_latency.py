@@ -419,8 +419,9 @@ def latency_section(
         "direct: a bare `httpx.Client` POST of the same chat body (a new message each call) to the same emulator on "
         "a kept-alive connection with TCP_NODELAY, reading the body but not parsing it.",
         "Every miss and bypass sends a message never sent before; every hit repeats one cached temperature-0 body. "
-        f"Redis commands per call: miss {redis_per_miss}; hit {redis_per_hit}. Included: one DynamoDB UpdateItem "
-        "per request (the tenant's usage counters, to moto, the same for hit and miss).",
+        f"Redis commands per call: miss {redis_per_miss}; hit {redis_per_hit} (the commands inside scripts "
+        "counted one by one). Included: the tenant's usage counters, one script call per request (the HINCRBYs, "
+        "ZADD and SADD above); the sweeper folds them into DynamoDB off the request path.",
         "Excluded: API Gateway and the Lambda runtime (their network hops and marshalling), TLS to DeepSeek and to "
         "ElastiCache, the DynamoDB key lookup (cached per execution environment after the first call, as in "
         "production; the prime call pays it), X-Ray tracing and the EMF metrics flush (both disabled by environment), "
