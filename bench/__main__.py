@@ -15,6 +15,7 @@ from bench import (
     rest_latency,
     rest_limits,
     rest_open_loop,
+    rules_eval,
     worker_throughput,
     ws_latency,
 )
@@ -31,7 +32,9 @@ the same size; the added time to first token and the frames per streamed respons
 path (through the local stack); the import time of every handler module against `import boto3`; the
 job worker's throughput at 2 s per job against the emulator (through moto); and the split of a
 50,000-line batch file into jobs (its enqueue rate against the raw DynamoDB and SQS calls, and its peak
-memory against a 5,000-line file's, through moto); and an open-loop load of mixed requests on the
+memory against a 5,000-line file's, through moto); hybrid decisions decided by rules alone, per second
+through the decisions service (in-memory stores and moto) against the bare CEL engine, and the share of
+a synthetic record set that needs the model; and an open-loop load of mixed requests on the
 local stack (the rate this machine sustains, p50 / p99 per kind and errors, against the same mix sent
 straight to the emulator). Every figure is compared with a direct baseline
 measured on the same machine in the same run (absolute times on a small shared machine are noisy;
@@ -43,7 +46,8 @@ also runs alone and prints its tables: `python -m bench.rest_latency` (`--profil
 of N cache misses), `python -m bench.rest_open_loop`, `python -m bench.rest_limits`,
 `python -m bench.cache_zipf`, `python -m bench.ws_latency` (`--hops N` adds a per-hop timeline of N
 chat requests), `python -m bench.import_time`, `python -m bench.worker_throughput` and
-`python -m bench.batch_split` (`--profile N` adds a cProfile of a small ingest) and `python -m bench.load`
+`python -m bench.batch_split` (`--profile N` adds a cProfile of a small ingest), `python -m bench.rules_eval`
+(`--records`, `--seed`, `--json`) and `python -m bench.load`
 (`make load`; `--rates`, `--mix`, `--profile-stack FILE`); `--quick` runs fewer iterations (and smaller
 files, a shorter trace and ramp).
 
@@ -77,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         *import_time.run(args.quick),
         *worker_throughput.run(args.quick),
         *batch_split.run(args.quick),
+        *rules_eval.run(args.quick),
         *load.run(args.quick),
     ]
     seconds = time.monotonic() - started

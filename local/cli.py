@@ -85,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     events.add_argument("function", nargs="?", default=None, help="only this function's events")
     events.add_argument("--json", action="store_true", help="print machine-readable JSON")
     events.set_defaults(run=_events)
-    from seekless_local import client_cli, keys_cli
+    from seekless_local import client_cli, decisions_cli, keys_cli
 
     keys_cli.register(commands)  # keys create/list/revoke/rotate: the operator's commands (docs/CLI.md)
     client_cli.register(commands)  # chat, batch: the user-facing clients (docs/CLI.md)
+    decisions_cli.register(commands)  # rulesets push/get/list, decide: hybrid decisions (docs/CLI.md)
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))

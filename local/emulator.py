@@ -22,7 +22,15 @@ Contract facts it reproduces (DESIGN.md, "Runtime facts"):
   assistant turn with ``tool_calls`` but no ``reasoning_content``; errors in DeepSeek's shape
   ``{"error": {"message", "type", "param", "code"}}``; 401 / 402 / 429 (``Retry-After``) / 500 / 503.
 - Faults DeepSeek shows in the wild: hangs, endless keep-alives, dropped connections, a malformed
-  chunk, blank JSON-mode content.
+  chunk (``STREAM_FAULTS``), and 200 answers whose content is wrong (``CONTENT_FAULTS``, stream or not):
+  ``blank`` (content ``""``, as JSON mode sometimes answers) and ``invalid_json`` (prose that is not
+  JSON, even in JSON mode). Each is one ``x-emulator-fault`` value, or the global fault plan's
+  (``POST /_emulator/config`` with ``fault``, ``fault_count``, ``fault_rate``): ``{"fault": "blank",
+  "fault_count": 1}`` makes only the next call blank.
+- JSON mode answers a JSON object. When the prompt asks for a decision verdict (it names the keys
+  ``"decision"``, ``"confidence"`` and ``"reasons"``, as seekless's decisions do) the object is a
+  verdict: ``{"decision": "approve" | "review" | "deny", "confidence": 0.5-0.99, "reasons": [...]}``,
+  picked by the request's hash like every answer; otherwise ``{"answer": "..."}``.
 
 Answers are deterministic: words picked by a hash of the model and messages. Knobs are global
 (``POST /_emulator/config``) or per request (``x-emulator-*`` headers); see ``Settings`` and
@@ -52,7 +60,7 @@ from json.encoder import encode_basestring_ascii as _json_str  # C-accelerated; 
 from types import TracebackType
 from typing import Any
 
-from seekless_local.emulator_text import json_pieces, pieces
+from seekless_local.emulator_text import json_pieces, pieces, prose_pieces, verdict_pieces
 from seekless_local.servers import bind, read_body
 
 Scope = MutableMapping[str, Any]
@@ -65,8 +73,12 @@ MAX_OUTPUT_TOKENS = 384 * 1024
 CACHE_UNIT = 64  # DeepSeek's prefix cache counts hits in 64-token units
 BAD_KEY = "sk-emulator-bad"
 STATUS_FAULTS: tuple[str, ...] = ("429", "500", "503", "402", "401", "400")
-STREAM_FAULTS: tuple[str, ...] = ("hang", "keepalive_forever", "reset", "malformed", "blank")
-FAULTS: frozenset[str] = frozenset(STATUS_FAULTS + STREAM_FAULTS)
+STREAM_FAULTS: tuple[str, ...] = ("hang", "keepalive_forever", "reset", "malformed")
+# A 200 whose content is wrong: empty, or not JSON (in JSON mode too). Stream or not.
+CONTENT_FAULTS: tuple[str, ...] = ("blank", "invalid_json")
+FAULTS: frozenset[str] = frozenset(STATUS_FAULTS + STREAM_FAULTS + CONTENT_FAULTS)
+# What a prompt asking for a decision verdict names (seekless.rules.VERDICT_SYSTEM_PROMPT does).
+VERDICT_KEYS: tuple[str, ...] = ('"decision"', '"confidence"', '"reasons"')
 REQUEST_LOG_SIZE = 100
 
 #: Per-request headers and what they override.
@@ -210,6 +222,7 @@ class _Call:
     stream: bool
     thinking: bool
     json_mode: bool
+    verdict: bool  # JSON mode, asked for a decision verdict
     max_tokens: int | None
     include_usage: bool
     tool_call: str | None
@@ -311,6 +324,11 @@ def _validate(body: Any) -> tuple[str, list[dict[str, Any]], bool, bool, int | N
     stream_options = body.get("stream_options")
     include_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
     return model, messages, stream, thinking, max_tokens, json_mode, include_usage
+
+
+def _asks_for_verdict(messages: list[dict[str, Any]]) -> bool:
+    text = "".join(_message_text(message) for message in messages)
+    return all(key in text for key in VERDICT_KEYS)
 
 
 def _header_number(headers: dict[str, str], name: str, default: float) -> float:
@@ -568,6 +586,7 @@ class EmulatorApp:
             stream=stream,
             thinking=thinking,
             json_mode=json_mode,
+            verdict=json_mode and _asks_for_verdict(messages),
             max_tokens=max_tokens,
             include_usage=include_usage,
             tool_call=tool_call or None,
@@ -662,8 +681,13 @@ class _Answer:
             self.finish = "tool_calls"
             n_content = 2  # the call's two chunks: name, then arguments
         else:
-            maker = json_pieces if call.json_mode else pieces
-            full = [] if fault == "blank" else maker(digest, call.tokens)
+            maker = verdict_pieces if call.verdict else json_pieces if call.json_mode else pieces
+            if fault == "blank":
+                full = []
+            elif fault == "invalid_json":
+                full = prose_pieces(digest, call.tokens)
+            else:
+                full = maker(digest, call.tokens)
             self.content = full[: max(0, int(min(len(full), budget - len(self.reasoning))))]
             wanted_reasoning = call.reasoning_tokens if call.thinking else 0
             cut = len(self.content) < len(full) or len(self.reasoning) < wanted_reasoning

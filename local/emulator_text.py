@@ -47,3 +47,21 @@ def json_pieces(seed: bytes, n: int) -> list[str]:
     if n < 3:
         return pieces(seed, n)
     return ['{"answer": "', *pieces(seed, n - 2), '"}']
+
+
+VERDICTS = ("approve", "review", "deny")
+
+
+def verdict_pieces(seed: bytes, n: int) -> list[str]:
+    """A decision verdict as a JSON object, in pieces (``n`` of them when not cut short): what a model
+    asked for ``{"decision", "confidence", "reasons"}`` answers. The decision and confidence come from
+    the seed, so the same request always gets the same verdict."""
+    decision = VERDICTS[seed[0] % len(VERDICTS)]
+    confidence = 0.5 + (seed[1] % 50) / 100
+    head = f'{{"decision": "{decision}", "confidence": {confidence:.2f}, "reasons": ["'
+    return [head, *pieces(seed, max(1, n - 2)), '"]}']
+
+
+def prose_pieces(seed: bytes, n: int) -> list[str]:
+    """Words that are not JSON, however they are cut: a JSON-mode answer gone wrong."""
+    return ["Certainly!", *(" " + piece.lstrip() for piece in pieces(seed, max(1, n - 1)))]

@@ -249,3 +249,69 @@ class RecordingUsage:
                 estimated_cost_usd=day.estimated_cost_usd + r.estimated_cost_usd,
             )
         return sorted(totals.values(), key=lambda d: (d.day, d.model))
+
+
+class FakeRulesets:
+    """``RulesetStore`` in a dict, counting the reads of versions."""
+
+    def __init__(self) -> None:
+        from seekless.decisions import StoredRuleset
+
+        self.versions: dict[tuple[str, str], list[StoredRuleset]] = {}
+        self.reads = 0
+
+    def publish(self, tenant_id: str, spec: Any, *, created_by: str) -> Any:
+        from seekless.decisions import StoredRuleset
+
+        kept = self.versions.setdefault((tenant_id, spec.id), [])
+        kept.append(StoredRuleset(spec=spec, version=len(kept) + 1, created_at=1_700_000_000, created_by=created_by))
+        return kept[-1]
+
+    def latest_version(self, tenant_id: str, ruleset_id: str) -> int:
+        from seekless.decisions import ruleset_not_found
+
+        if (tenant_id, ruleset_id) not in self.versions:
+            raise ruleset_not_found(ruleset_id)
+        return len(self.versions[(tenant_id, ruleset_id)])
+
+    def get(self, tenant_id: str, ruleset_id: str, version: int) -> Any:
+        self.reads += 1
+        return self.versions[(tenant_id, ruleset_id)][version - 1]
+
+    def list_rulesets(self, tenant_id: str, *, limit: int, after: str | None) -> Page[Any]:
+        heads = [kept[-1].summary() for (tenant, _), kept in sorted(self.versions.items()) if tenant == tenant_id]
+        return Page(items=heads[:limit], has_more=len(heads) > limit)
+
+
+class FakeDecisions:
+    """``DecisionStore`` in a dict."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], Any] = {}
+
+    def put(self, tenant_id: str, result: Any, *, created_by: str) -> None:
+        self.items[(tenant_id, result.id)] = result
+
+    def get(self, tenant_id: str, decision_id: str) -> Any:
+        from seekless.decisions import decision_not_found
+
+        if (tenant_id, decision_id) not in self.items:
+            raise decision_not_found(decision_id)
+        return self.items[(tenant_id, decision_id)]
+
+    def list_decisions(self, tenant_id: str, *, limit: int, after: str | None) -> Page[Any]:
+        found = sorted((r for (t, _), r in self.items.items() if t == tenant_id), key=lambda r: r.id, reverse=True)
+        return Page(items=found[:limit], has_more=len(found) > limit)
+
+
+class FakeDecisionCache:
+    """``DecisionCache`` in a dict."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, Any]] = {}
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        return self.values.get(key)
+
+    async def put(self, key: str, value: dict[str, Any], ttl_seconds: int) -> None:
+        self.values[key] = value

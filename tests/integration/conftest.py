@@ -25,6 +25,8 @@ TABLES = {
     "JobsTable": "seekless-jobs",
     "BatchesTable": "seekless-batches",
     "UsageTable": "seekless-usage",
+    "RulesetsTable": "seekless-rulesets",
+    "DecisionsTable": "seekless-decisions",
 }
 
 
@@ -68,6 +70,8 @@ def app_env(monkeypatch: pytest.MonkeyPatch, aws: Any, redis_url: str, emulator_
         "DEEPSEEK_API_KEY": "sk-emulator-test",
         "SEEKLESS_SESSIONS_TABLE": TABLES["SessionsTable"],
         "SEEKLESS_KEYS_TABLE": TABLES["ApiKeysTable"],
+        "SEEKLESS_RULESETS_TABLE": TABLES["RulesetsTable"],
+        "SEEKLESS_DECISIONS_TABLE": TABLES["DecisionsTable"],
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_DISABLED": "true",
         "POWERTOOLS_LOG_LEVEL": "WARNING",

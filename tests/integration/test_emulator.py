@@ -416,6 +416,50 @@ def test_blank_fault_returns_empty_content(client: httpx.Client) -> None:
     assert "".join(d.get("content") or "" for d in deltas) == ""
 
 
+def test_invalid_json_fault_answers_prose_in_json_mode_streamed_or_not(client: httpx.Client) -> None:
+    messages = [{"role": "user", "content": "answer in json"}]
+    json_mode = {"response_format": {"type": "json_object"}}
+    body = chat(client, {"x-emulator-fault": "invalid_json"}, messages=messages, **json_mode)
+    assert body.status_code == 200
+    content = content_of(body)
+    assert content.startswith("Certainly!")
+    with pytest.raises(ValueError):
+        json.loads(content)
+    deltas = [c["choices"][0]["delta"] for c in chunks(stream(client, {"x-emulator-fault": "invalid_json"})[1])]
+    assert "".join(d.get("content") or "" for d in deltas).startswith("Certainly!")
+
+
+def test_content_faults_follow_the_fault_plan_one_call_at_a_time(
+    client: httpx.Client, emulator: EmulatorServer
+) -> None:
+    messages = [{"role": "user", "content": "answer in json"}]
+    json_mode = {"response_format": {"type": "json_object"}}
+    emulator.configure(fault="blank", fault_count=1)
+    assert content_of(chat(client, messages=messages, **json_mode)) == ""
+    assert json.loads(content_of(chat(client, messages=messages, **json_mode)))
+    emulator.configure(fault="invalid_json", fault_count=2)
+    answers = [content_of(chat(client, messages=messages, **json_mode)) for _ in range(3)]
+    assert [a.startswith("Certainly!") for a in answers] == [True, True, False]
+    assert emulator.stats()["by_fault"] == {"blank": 1, "invalid_json": 2}
+
+
+def test_json_mode_asked_for_a_verdict_answers_one_deterministically(client: httpx.Client) -> None:
+    from seekless.rules import VERDICT_SYSTEM_PROMPT, ModelVerdict
+
+    messages = [
+        {"role": "system", "content": VERDICT_SYSTEM_PROMPT},
+        {"role": "user", "content": 'Decide on this record, as json: {"amount": 150}'},
+    ]
+    first = content_of(chat(client, messages=messages, response_format={"type": "json_object"}))
+    verdict = ModelVerdict.model_validate_json(first)
+    assert verdict.decision in ("approve", "review", "deny") and 0.5 <= verdict.confidence < 1
+    assert content_of(chat(client, messages=messages, response_format={"type": "json_object"})) == first
+    other = [{"role": "user", "content": "answer in json"}]
+    assert set(json.loads(content_of(chat(client, messages=other, response_format={"type": "json_object"})))) == {
+        "answer"
+    }
+
+
 def test_hang_is_bounded_by_the_client_timeout(client: httpx.Client, emulator: EmulatorServer) -> None:
     started = time.monotonic()
     with pytest.raises(httpx.ReadTimeout):

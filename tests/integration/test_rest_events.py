@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from seekless.adapters.decisions import DynamoRulesetStore
 from seekless.adapters.dynamodb import DynamoSessionStore
+from seekless.rules import RulesetSpec
 from seekless_local.events import event_files, load_event
 from seekless_local.gateway import ExecutionEnvironments, rest_event
 from seekless_local.template import function_specs, load_handler
@@ -31,6 +33,8 @@ EXPECTED_STATUS = {
     "post_chat_stream": 200,
     "post_chat_unauthenticated": 401,
     "post_chat_unknown_model": 404,
+    "post_decision": 200,
+    "post_ruleset": 201,
     "post_sessions": 201,
 }
 Invoke = Callable[[dict[str, Any]], dict[str, Any]]
@@ -55,6 +59,9 @@ def test_event_through_the_handler(path: Path, invoke: Invoke, aws: Any) -> None
     DynamoSessionStore(TABLES["SessionsTable"], client=aws).create(
         "dev", title="example", metadata={}, session_id="sess-example"
     )
+    # The ruleset post_decision decides with: the one post_ruleset pushes.
+    spec = RulesetSpec.model_validate_json(load_event("rest/post_ruleset")["body"])
+    DynamoRulesetStore(TABLES["RulesetsTable"], client=aws).publish("dev", spec, created_by="dev")
     response = invoke(load_event(path))
     assert response["statusCode"] == EXPECTED_STATUS[path.stem], response["body"]
     headers = {k.lower(): v for k, v in response.get("headers", {}).items()}

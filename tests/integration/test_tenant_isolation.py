@@ -1,8 +1,8 @@
 """Another tenant's resources, through the real REST handler: every kind is a 404 (never a 403 that
 confirms it exists), nothing of it is read out of the stores, and nothing of it changes.
 
-Tenant ``dev`` owns a session with a message, a job and a batch; tenant ``other`` tries every route on
-their ids. A spy on botocore records every AWS answer while ``other`` asks: none may carry any of
+Tenant ``dev`` owns a session with a message, a job, a batch, a ruleset and a decision; tenant ``other``
+tries every route on their ids. A spy on botocore records every AWS answer while ``other`` asks: none may carry any of
 ``dev``'s ids or content, so a route that fetched the item and then refused it would fail here too."""
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import pytest
 from botocore.client import BaseClient
 
 from seekless.adapters.batches import DynamoBatchStore
+from seekless.adapters.decisions import DynamoDecisionStore, DynamoRulesetStore
 from seekless.adapters.dynamodb import DynamoSessionStore
 from seekless.adapters.jobs import DynamoJobStore
 from seekless.contracts import ChatCompletionRequest
+from seekless.rules import DecisionResult, RulesetSpec
 from seekless_local.events import load_event
 from seekless_local.gateway import ExecutionEnvironments
 from seekless_local.template import function_specs, load_handler
@@ -30,6 +32,8 @@ SECRETS = {
     "message": "dev-private-message-77c",
     "job_prompt": "dev-private-job-prompt-a02",
     "batch_metadata": "dev-private-batch-meta-e93",
+    "ruleset_description": "dev-private-ruleset-d41",
+    "decision_reason": "dev-private-decision-reason-0c7",
 }
 Invoke = Callable[[str, str, str, dict[str, Any] | None], dict[str, Any]]
 
@@ -53,7 +57,34 @@ def owned(aws: Any) -> dict[str, str]:
         metadata={"note": SECRETS["batch_metadata"]},
         expires_in=3600,
     )
-    return {"session": session.id, "job": job.id, "batch": batch.id}
+    ruleset = RulesetSpec.model_validate(
+        {
+            "id": "dev-ruleset-6f0",
+            "description": SECRETS["ruleset_description"],
+            "rules": [{"id": "always", "condition": "true", "outcome": "approve", "final": True}],
+        }
+    )
+    DynamoRulesetStore(TABLES["RulesetsTable"], client=aws).publish("dev", ruleset, created_by="dev")
+    decision = DecisionResult(
+        id="dec_dev_1",
+        ruleset_id=ruleset.id,
+        ruleset_version=1,
+        decision="approve",
+        decided_by="rule:always",
+        reasons=(SECRETS["decision_reason"],),
+        rules_fired=(),
+        rule_errors=(),
+        score=0.0,
+        input_hash="0" * 64,
+    )
+    DynamoDecisionStore(TABLES["DecisionsTable"], client=aws).put("dev", decision, created_by="dev")
+    return {
+        "session": session.id,
+        "job": job.id,
+        "batch": batch.id,
+        "ruleset": ruleset.id,
+        "decision": decision.id,
+    }
 
 
 @pytest.fixture
@@ -102,6 +133,10 @@ def attempts(ids: dict[str, str]) -> list[tuple[str, str, dict[str, Any] | None]
         ("POST", f"/v1/jobs/{ids['job']}/cancel", None),
         ("GET", f"/v1/batches/{ids['batch']}", None),
         ("POST", f"/v1/batches/{ids['batch']}/cancel", None),
+        ("GET", f"/v1/rulesets/{ids['ruleset']}", None),
+        ("POST", "/v1/decisions", {"ruleset": ids["ruleset"], "input": {}}),
+        ("POST", "/v1/decisions", {"ruleset": ids["ruleset"], "version": 1, "input": {}}),
+        ("GET", f"/v1/decisions/{ids['decision']}", None),
     ]
 
 
@@ -121,7 +156,7 @@ def test_every_resource_of_another_tenant_is_a_404_and_nothing_of_it_is_read(
 def test_the_listings_of_another_tenant_never_show_the_owners_items(
     owned: dict[str, str], invoke: Invoke, aws_answers: list[str]
 ) -> None:
-    for path in ("/v1/sessions", "/v1/jobs", "/v1/batches", "/v1/usage"):
+    for path in ("/v1/sessions", "/v1/jobs", "/v1/batches", "/v1/usage", "/v1/rulesets", "/v1/decisions"):
         response = invoke(OTHER_KEY, "GET", path)
         assert response["statusCode"] == 200, (path, response["body"])
         assert json.loads(response["body"])["data"] == [], path
@@ -139,3 +174,7 @@ def test_the_owner_still_has_everything_afterwards(owned: dict[str, str], invoke
     assert job["status"] == "queued"
     batch = json.loads(invoke(DEV_KEY, "GET", f"/v1/batches/{owned['batch']}")["body"])
     assert batch["id"] == owned["batch"] and batch["status"] != "cancelled"
+    ruleset = json.loads(invoke(DEV_KEY, "GET", f"/v1/rulesets/{owned['ruleset']}")["body"])
+    assert (ruleset["version"], ruleset["description"]) == (1, SECRETS["ruleset_description"])
+    decisions = json.loads(invoke(DEV_KEY, "GET", "/v1/decisions")["body"])["data"]
+    assert [d["id"] for d in decisions] == [owned["decision"]]  # the other tenant's attempts decided nothing here

@@ -17,6 +17,12 @@ from typing import Any
 import pytest
 
 from seekless.adapters.breaker import OPEN_METRIC
+
+# Imported here, not in the test that uses it: importing it builds Powertools' Logger, whose handler keeps
+# the sys.stdout of that moment. Under a test's capsys that stream is closed when the test ends, and every
+# later in-process log record (a local stack's REST function) prints "--- Logging error ---" on stderr,
+# into the output the CLI tests compare.
+from seekless.observability import PowertoolsTelemetry
 from seekless_local.template import TEMPLATE_PATH, function_specs
 from tests.template.conftest import (
     DATA_KEY,
@@ -382,8 +388,6 @@ def test_the_breaker_alarm_watches_the_metric_the_breaker_emits(
         if isinstance(value, str):
             monkeypatch.setenv(name, value)
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
-    from seekless.observability import PowertoolsTelemetry
-
     telemetry = PowertoolsTelemetry()
     telemetry.count(OPEN_METRIC)
     telemetry.flush()

@@ -38,6 +38,8 @@ def test_create_tables_names_each_table_after_its_logical_id(dynamodb: Any) -> N
         "JobsTable": "seekless-jobstable",
         "BatchesTable": "seekless-batchestable",
         "UsageTable": "seekless-usagetable",
+        "RulesetsTable": "seekless-rulesetstable",
+        "DecisionsTable": "seekless-decisionstable",
     }
     assert sorted(dynamodb.list_tables()["TableNames"]) == sorted(names.values())
 
@@ -51,6 +53,8 @@ def test_caller_chosen_names_override_the_default(dynamodb: Any) -> None:
         "JobsTable": "seekless-jobstable",
         "BatchesTable": "seekless-batchestable",
         "UsageTable": "seekless-usagetable",
+        "RulesetsTable": "seekless-rulesetstable",
+        "DecisionsTable": "seekless-decisionstable",
     }
 
 

@@ -44,7 +44,17 @@ FUNCTIONS = {
 }
 # Durable tables: recoverable and retained. ConnectionsTable is ephemeral (see
 # test_websocket_template.py for what it must be instead).
-DURABLE_TABLES = {"SessionsTable", "ApiKeysTable", "JobsTable", "BatchesTable", "UsageTable"}
+DURABLE_TABLES = {
+    "SessionsTable",
+    "ApiKeysTable",
+    "JobsTable",
+    "BatchesTable",
+    "UsageTable",
+    "RulesetsTable",
+    "DecisionsTable",
+}
+# Tables whose items never expire: a ruleset version stays as long as any decision may cite it.
+NEVER_EXPIRING = {"RulesetsTable"}
 
 
 # ---------------------------------------------------------------- lint and transform
@@ -173,6 +183,9 @@ def test_rest_function_reads_keys_and_writes_only_sessions(transformed: dict[str
     assert granted({"Fn::Sub": "${JobsBucket.Arn}/batches/input/*"}) == {"s3:PutObject"}
     for results in ("output", "errors"):
         assert granted({"Fn::Sub": f"${{JobsBucket.Arn}}/batches/{results}/*"}) == {"s3:GetObject"}
+    # Decisions: see test_decisions_template.py for what each grant is for.
+    for table in ("RulesetsTable", "DecisionsTable"):
+        assert granted({"Fn::GetAtt": [table, "Arn"]}) == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}
     # The key its stores are encrypted with (presigned uploads and downloads included), and Redis.
     assert granted(DATA_KEY) == DATA_KEY_USE
     for resource, actions in cache_connect_grants().items():
@@ -228,6 +241,9 @@ def test_every_table_is_encrypted_on_demand_and_expiring(template: dict[str, Any
         props = table["Properties"]
         assert props["SSESpecification"]["SSEEnabled"] is True, logical_id  # with DataKey: test_hardening.py
         assert props["BillingMode"] == "PAY_PER_REQUEST", logical_id
+        if logical_id in NEVER_EXPIRING:
+            assert "TimeToLiveSpecification" not in props, logical_id
+            continue
         assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}, logical_id
         # Set explicitly either way, so the choice is visible (and cfn-lint's I3011 stays quiet).
         assert {"DeletionPolicy", "UpdateReplacePolicy"} <= set(table), logical_id

@@ -182,6 +182,24 @@ async def test_blank_json_mode_answer_is_asked_again(service: ChatService, model
     assert answer.result.content == '{"ok": true}' and len(model.calls) == 2
 
 
+async def test_a_caller_that_judges_answers_gets_a_blank_one_back_and_nothing_it_refuses_is_cached(
+    service: ChatService, model: FakeChatModel, cache: FakeCache
+) -> None:
+    model.contents = ["", "not json", '{"ok": true}']
+    req = request(
+        temperature=0, response_format={"type": "json_object"}, messages=[{"role": "user", "content": "json please"}]
+    )
+    chat = prepare(service, req)
+
+    def accept(result: Any) -> bool:
+        return result.content.startswith("{")
+
+    contents = [(await service.complete(chat, accept=accept)).result.content for _ in range(3)]
+    assert contents == ["", "not json", '{"ok": true}'] and len(model.calls) == 3  # one upstream call each
+    assert [result.content for result in cache.items.values()] == ['{"ok": true}'] and cache.leases == {}
+    assert (await service.complete(chat, accept=accept)).cache == "hit"
+
+
 async def test_identical_concurrent_misses_make_one_upstream_call(service: ChatService, model: FakeChatModel) -> None:
     model.delay = 0.05
     answers = await asyncio.gather(*(service.complete(prepare(service, request(temperature=0))) for _ in range(6)))

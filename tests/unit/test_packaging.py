@@ -80,3 +80,13 @@ def test_connect_and_disconnect_handlers_stay_light() -> None:
         modules = imported_by(handler)
         heavy = {name for name in modules if name in forbidden or name.split(".")[0] in forbidden}
         assert heavy == set(), f"{handler} imports {sorted(heavy)[:10]}"
+
+
+def test_rest_handler_loads_the_decisions_code_only_when_a_decision_or_ruleset_is_asked_for() -> None:
+    """The decisions service, the rules' models, the CEL engine and the JSON Schema validator are imported
+    by the first ruleset or decision request (the engines by the first compile), never by a cold start that
+    serves chats."""
+    modules = imported_by("functions/rest_api/app.py")
+    assert "seekless.api.routes.decisions" in modules  # the routes are served, but nothing behind them loaded
+    loaded = {name for name in modules if name.split(".")[0] in {"cel_expr_python", "jsonschema_rs"}}
+    assert loaded | ({"seekless.rules", "seekless.decisions"} & modules) == set()

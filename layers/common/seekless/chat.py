@@ -192,7 +192,11 @@ class ChatService:
 
     # -- non-streaming -----------------------------------------------------------------------------
 
-    async def complete(self, chat: PreparedChat) -> ChatAnswer:
+    async def complete(self, chat: PreparedChat, *, accept: Callable[[ChatResult], bool] | None = None) -> ChatAnswer:
+        """The answer, from the cache or upstream. ``accept``: the caller judges the answer itself (a
+        decision's verdict): upstream is asked once, a blank JSON-mode answer included (the caller counts
+        and retries its own attempts), and only an answer it accepts is cached, so a cached answer is never
+        one the caller would have refused."""
         started = self._clock()
         reservation = await self._reserve(chat)
         used = 0
@@ -203,9 +207,9 @@ class ChatService:
                 self._finish(chat, cached, "hit", started)
                 return ChatAnswer(result=_as_model(cached, chat.model_name), cache="hit")
             try:
-                result = await self._generate(chat)
+                result = await self._generate(chat, retry_blank=accept is None)
                 used = result.usage.total_tokens
-                await self._store(chat, result, cache_it=True, lease=lease)
+                await self._store(chat, result, cache_it=accept is None or accept(result), lease=lease)
                 lease = None  # stored together with the answer
             except SeeklessError as error:
                 self._count_error(error)
@@ -251,8 +255,8 @@ class ChatService:
                 self._telemetry.count("RateLimiterErrors")
                 logger.warning("could not settle a %s reservation", type(limiter).__name__, exc_info=True)
 
-    async def _generate(self, chat: PreparedChat) -> ChatResult:
-        wants_json = chat.body.get("response_format", {}).get("type") == "json_object"
+    async def _generate(self, chat: PreparedChat, *, retry_blank: bool = True) -> ChatResult:
+        wants_json = retry_blank and chat.body.get("response_format", {}).get("type") == "json_object"
         for attempt in range(JSON_BLANK_RETRIES + 1):
             result = await self._model.complete(chat.body, deadline=chat.deadline)
             # DeepSeek's JSON mode can answer with empty content: asking again is the documented fix.

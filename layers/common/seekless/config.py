@@ -107,6 +107,14 @@ class Settings(BaseSettings):
     usage_retention_days: int = 400
     audit_include_content: bool = False  # put prompts and answers in audit records (off: never logged)
 
+    # Hybrid decisions (docs/DECISIONS.md): rulesets, the decisions kept for audit, the verdict asked of DeepSeek
+    rulesets_table: str = "seekless-rulesets"
+    decisions_table: str = "seekless-decisions"
+    decision_retention_days: int = 400  # how long a decision is kept for audit (TTL)
+    decision_json_attempts: int = 3  # asks for a verdict per decision, first included (blank or invalid: again)
+    decision_cache_seconds: int = 86_400  # an identical record under the same ruleset version is answered from Redis
+    decision_model: str = "deepseek-chat"  # asked when neither the request nor the ruleset names a model
+
     # WebSocket streaming
     connections_table: str = "seekless-connections"
     ws_endpoint: str | None = None  # the @connections management endpoint (https://{api}.execute-api.../{stage})

@@ -10,7 +10,9 @@ from seekless.contracts import ChatCompletionRequest, ChatResult, GenerationJob,
 from seekless.models import ApiKeyRecord, KeyLimits, Page, Session, StoredMessage
 
 if TYPE_CHECKING:
+    from seekless.decisions import RulesetSummary, StoredRuleset
     from seekless.jobs import Job, JobStatus
+    from seekless.rules import DecisionResult, RulesetSpec
 
 
 class ChatModel(Protocol):
@@ -192,3 +194,42 @@ class JobMessages(Protocol):
         """Send ``job`` again as a new message, delivered after ``delay_seconds``; its message id. A new
         message, not a longer visibility: its receive count starts again, so waiting never dead-letters."""
         ...
+
+
+class RulesetStore(Protocol):
+    """Rulesets by tenant, id and version. Every call names the tenant: another tenant's ruleset is a
+    miss (NotFound, code ``ruleset_not_found``), never a permission error."""
+
+    def publish(self, tenant_id: str, spec: RulesetSpec, *, created_by: str) -> StoredRuleset:
+        """Store ``spec`` as the id's next version (1 for a new id). Two concurrent publishes of one id
+        get two versions; a stored version is never written again."""
+        ...
+
+    def latest_version(self, tenant_id: str, ruleset_id: str) -> int: ...
+
+    def get(self, tenant_id: str, ruleset_id: str, version: int) -> StoredRuleset: ...
+
+    def list_rulesets(self, tenant_id: str, *, limit: int, after: str | None) -> Page[RulesetSummary]:
+        """The latest version of each of the tenant's rulesets, by id; ``after`` is the last id seen."""
+        ...
+
+
+class DecisionStore(Protocol):
+    """Decisions kept for audit, by tenant and decision id (another tenant's is NotFound)."""
+
+    def put(self, tenant_id: str, result: DecisionResult, *, created_by: str) -> None: ...
+
+    def get(self, tenant_id: str, decision_id: str) -> DecisionResult: ...
+
+    def list_decisions(self, tenant_id: str, *, limit: int, after: str | None) -> Page[DecisionResult]:
+        """Newest first; ``after`` is the last decision id seen."""
+        ...
+
+
+class DecisionCache(Protocol):
+    """A model decision's verdict by its cache key (``seekless.decisions.decision_cache_key``). Fails
+    open, as the response cache does: an unavailable store is a miss and a dropped write."""
+
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+
+    async def put(self, key: str, value: dict[str, Any], ttl_seconds: int) -> None: ...

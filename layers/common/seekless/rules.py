@@ -120,6 +120,9 @@ class RulesetSpec(BaseModel):
 
     id: RulesetId
     description: Annotated[str, Field(max_length=2000)] = ""
+    # The model asked for a verdict when no rule settles a record (a decision request may name another);
+    # unset: the service's default (SEEKLESS_DECISION_MODEL). A name of the model catalogue.
+    model: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     # A JSON Schema for the record (draft 2020-12 unless it names another with "$schema"). Its
     # "examples", if any, are checked against the schema and run through every rule at upload.
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
@@ -652,6 +655,10 @@ class DecisionResult:
     usage: Usage = field(default_factory=Usage)
     latency_ms: int = 0
     created_at: int = field(default_factory=lambda: int(time.time()))
+    # "hit": answered from the decision cache (no model call), naming the decision it repeats; "miss": the
+    # model was asked; None: the rules decided and no cache was consulted.
+    cache: Literal["hit", "miss"] | None = None
+    cached_from: str | None = None
 
     @classmethod
     def of(
@@ -665,6 +672,9 @@ class DecisionResult:
         model: ModelCall | None = None,
         usage: Usage | None = None,
         latency_ms: int = 0,
+        created_at: int | None = None,
+        cache: Literal["hit", "miss"] | None = None,
+        cached_from: str | None = None,
     ) -> DecisionResult:
         return cls(
             id=id,
@@ -680,6 +690,9 @@ class DecisionResult:
             model=model,
             usage=usage or Usage(),
             latency_ms=latency_ms,
+            created_at=int(time.time()) if created_at is None else created_at,
+            cache=cache,
+            cached_from=cached_from,
         )
 
     def to_api(self) -> dict[str, Any]:
@@ -698,4 +711,6 @@ class DecisionResult:
             "usage": self.usage.to_wire(),
             "latency_ms": self.latency_ms,
             "input_hash": self.input_hash,
+            "cache": self.cache,
+            "cached_from": self.cached_from,
         }

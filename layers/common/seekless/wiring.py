@@ -18,12 +18,13 @@ if TYPE_CHECKING:
     from seekless.adapters.apigw import ApiGatewayNotifier
     from seekless.adapters.batches import S3BatchFiles
     from seekless.adapters.connections import DynamoConnectionStore
+    from seekless.adapters.decisions import DynamoDecisionStore, DynamoRulesetStore
     from seekless.adapters.deepseek import DeepSeekClient
     from seekless.adapters.dynamodb import DynamoKeyStore, DynamoSessionStore
     from seekless.adapters.invoker import LambdaInvoker
     from seekless.adapters.jobs import DynamoJobStore
     from seekless.adapters.limits import RedisRateLimiter
-    from seekless.adapters.redis_cache import RedisResponseCache
+    from seekless.adapters.redis_cache import RedisDecisionCache, RedisResponseCache
     from seekless.adapters.redis_iam import ElastiCacheIamCredentials
     from seekless.adapters.replies import AwsReplies
     from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from seekless.auth import AdminAuthenticator, Authenticator
     from seekless.batches import BatchService
     from seekless.chat import ChatService
+    from seekless.decisions import DecisionService
     from seekless.jobs import JobService
     from seekless.keys import KeyAdmin
     from seekless.limits import LimitsByKeyId, RateLimiter
@@ -208,6 +210,46 @@ def chat_service() -> ChatService:
         telemetry=telemetry(),
         limiter=limiters(),
         limits_for=limits_by_key_id(),
+    )
+
+
+@per_environment
+def ruleset_store() -> DynamoRulesetStore:
+    from seekless.adapters.decisions import DynamoRulesetStore
+
+    return DynamoRulesetStore(settings().rulesets_table)
+
+
+@per_environment
+def decision_store() -> DynamoDecisionStore:
+    from seekless.adapters.decisions import DynamoDecisionStore
+
+    config = settings()
+    return DynamoDecisionStore(config.decisions_table, retention_days=config.decision_retention_days)
+
+
+@per_environment
+def decision_cache() -> RedisDecisionCache | None:
+    from seekless.adapters.redis_cache import RedisDecisionCache
+
+    client = redis()
+    if client is None:
+        return None
+    metrics = telemetry()
+    return RedisDecisionCache(client, on_error=lambda operation: metrics.count("DecisionCacheErrors"))
+
+
+@per_environment
+def decision_service() -> DecisionService:
+    from seekless.decisions import DecisionService
+
+    return DecisionService(
+        rulesets=ruleset_store(),
+        decisions=decision_store(),
+        chat=chat_service(),
+        cache=decision_cache(),
+        settings=settings(),
+        telemetry=telemetry(),
     )
 
 

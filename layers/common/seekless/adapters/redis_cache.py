@@ -1,10 +1,11 @@
-"""The response cache on Redis (ElastiCache Serverless in AWS, any Redis locally).
+"""The response cache and the decision cache on Redis (ElastiCache Serverless in AWS, any Redis locally).
 
 Fails open: a Redis error is a miss (get), a dropped write (put) or "go ahead" (acquire), logged as a
 warning and counted, never a failed request. A miss costs two round trips: one script reads the answer
 or takes the single-flight lease, another stores the answer and gives the lease back. An answer and
 its lease share a hash tag (see ``seekless.caching.cache_key``), so the scripts run on a cluster-mode
-endpoint such as ElastiCache Serverless.
+endpoint such as ElastiCache Serverless. The decision cache (``RedisDecisionCache``) is one plain key per
+verdict, so it needs neither scripts nor leases.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -118,6 +119,44 @@ class RedisResponseCache:
             return bool(await self._redis.exists(self._keys(key)[1]))
         except (RedisError, OSError):
             return False
+
+
+class RedisDecisionCache:
+    """Implements ``seekless.ports.DecisionCache``: one JSON value per key, with a TTL. Fails open like
+    the response cache: a Redis error or an unreadable value is a miss, a failed write is dropped; each
+    is logged and counted through ``on_error``."""
+
+    def __init__(
+        self, redis: Redis, *, prefix: str = "seekless:decision:", on_error: Callable[[str], None] | None = None
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._on_error = on_error or (lambda operation: None)
+
+    def _failed(self, operation: str, error: Exception) -> None:
+        logger.warning("decision cache %s failed, continuing without it: %s", operation, type(error).__name__)
+        self._on_error(operation)
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            raw = await self._redis.get(self._prefix + key)
+        except (RedisError, OSError) as error:
+            self._failed("get", error)
+            return None
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except ValueError as error:
+            self._failed("decode", error)
+            return None
+        return value if isinstance(value, dict) else None
+
+    async def put(self, key: str, value: dict[str, Any], ttl_seconds: int) -> None:
+        try:
+            await self._redis.set(self._prefix + key, json.dumps(value, separators=(",", ":")), ex=max(1, ttl_seconds))
+        except (RedisError, OSError) as error:
+            self._failed("put", error)
 
 
 def _millis(seconds: float) -> int:

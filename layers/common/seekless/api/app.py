@@ -10,7 +10,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seekless import wiring
 from seekless.api import docs, errors
-from seekless.api.routes import admin_keys, batches, chat, jobs, models, page, sessions, tickets, usage
+from seekless.api.routes import (
+    admin_keys,
+    batches,
+    chat,
+    decisions,
+    jobs,
+    models,
+    page,
+    rulesets,
+    sessions,
+    tickets,
+    usage,
+)
 from seekless.audit import Auditor
 from seekless.config import Settings
 from seekless.errors import PayloadTooLarge
@@ -130,6 +142,8 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(batches.router)
     app.include_router(usage.router)
+    app.include_router(rulesets.router)
+    app.include_router(decisions.router)
     app.include_router(page.router)
     app.include_router(admin_keys.router)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Path, Query, Request, Security
 from fastapi.security import HTTPBearer
@@ -23,6 +23,9 @@ from seekless.jobs import JobService
 from seekless.keys import KeyAdmin
 from seekless.models import Operator, Principal
 from seekless.ports import SessionStore
+
+if TYPE_CHECKING:
+    from seekless.decisions import DecisionService
 
 # Leave the Lambda this much time after the upstream deadline to answer with a clean 504.
 DEADLINE_MARGIN_SECONDS = 1.0
@@ -102,6 +105,10 @@ async def key_admin() -> KeyAdmin:
     return wiring.key_admin()
 
 
+async def decision_service() -> DecisionService:
+    return wiring.decision_service()
+
+
 CurrentPrincipal = Annotated[Principal, Depends(authenticate)]
 AdminPrincipal = Annotated[Operator, Depends(authenticate_admin)]
 Deadline = Annotated[float, Depends(deadline)]
@@ -119,6 +126,13 @@ SessionHeader = Annotated[
     str | None, Header(min_length=1, max_length=SESSION_ID_MAX_LENGTH, pattern=SESSION_ID_PATTERN)
 ]
 Keys = Annotated[KeyAdmin, Depends(key_admin)]
+# The decisions service, and with it seekless.rules (some 40 ms of pydantic models and dataclasses), is
+# imported by the first ruleset or decision request, not by every cold start of the REST function:
+# FastAPI sees Any, mypy the service.
+if TYPE_CHECKING:
+    Decisions = Annotated[DecisionService, Depends(decision_service)]
+else:
+    Decisions = Annotated[Any, Depends(decision_service)]
 
 
 async def json_body(request: Request, config: Settings, model: type[M], *, empty: M | None = None) -> M:

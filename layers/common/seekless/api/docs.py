@@ -2,7 +2,7 @@
 
 Routes declare ``responses=docs.answers(...)`` with the shapes by name (plain dicts: nothing is built at
 import). ``document`` completes the document on the first /openapi.json request: the shapes' JSON schemas
-(``api/shapes.py``), the chat-completion body of the routes that read it by hand, the bearer key, and no
+(``api/shapes.py``), the bodies of the routes that read theirs by hand, the bearer key, and no
 422: the error table answers a request it cannot validate with a 400 in OpenAI's error schema.
 """
 
@@ -27,8 +27,13 @@ DESCRIPTIONS = {
 ANY_ROUTE = (413, 500)
 # Every route behind the API key: its lookup can be refused or throttled.
 AUTHENTICATED = (*ANY_ROUTE, 401, 503)
-# The routes whose body is a chat-completion request, read by hand (deps.json_body) rather than by FastAPI.
-CHAT_BODY_ROUTES = (("/v1/chat/completions", "post"), ("/v1/jobs", "post"))
+# The routes whose body is read by hand (deps.json_body) rather than by FastAPI, and the model it is read as.
+HAND_READ_BODIES = {
+    ("/v1/chat/completions", "post"): "ChatCompletionRequest",
+    ("/v1/jobs", "post"): "ChatCompletionRequest",
+    ("/v1/rulesets", "post"): "RulesetSpec",
+    ("/v1/decisions", "post"): "DecisionRequest",
+}
 
 
 def shape(name: str) -> dict[str, Any]:
@@ -57,18 +62,21 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
 
     from seekless.api.shapes import SHAPES
     from seekless.contracts import ChatCompletionRequest
+    from seekless.decisions import DecisionRequest
+    from seekless.rules import RulesetSpec
 
     ref = "#/components/schemas/{model}"
     _, shapes = models_json_schema([(model, "validation") for model in SHAPES], ref_template=ref)
-    body = ChatCompletionRequest.model_json_schema(ref_template=ref)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.update(shapes.get("$defs", {}))
-    components.update(body.pop("$defs", {}))
-    components["ChatCompletionRequest"] = body
-    for path, method in CHAT_BODY_ROUTES:
+    for model in (ChatCompletionRequest, RulesetSpec, DecisionRequest):
+        body = model.model_json_schema(ref_template=ref)
+        components.update(body.pop("$defs", {}))
+        components[model.__name__] = body
+    for (path, method), name in HAND_READ_BODIES.items():
         schema["paths"][path][method]["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": shape("ChatCompletionRequest")}},
+            "content": {"application/json": {"schema": shape(name)}},
         }
     for operations in schema["paths"].values():
         for operation in operations.values():

@@ -22,11 +22,23 @@ class Shape(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RuleProblem(Shape):
+    """One reason a ruleset was refused (``ruleset_invalid``): the rule (null for the ruleset itself), the
+    field, and for a condition the 1-based line and column when the compiler knows them."""
+
+    rule: str | None
+    field: str
+    message: str
+    line: int | None
+    column: int | None
+
+
 class ErrorDetail(Shape):
     message: str
     type: str
     param: str | None
     code: str | None
+    details: list[RuleProblem] | Absent = None  # only on ruleset_invalid: every problem found
 
 
 class Error(Shape):
@@ -292,6 +304,101 @@ class Usage(Shape):
     total: UsageTotal
 
 
+# --- hybrid decisions (docs/DECISIONS.md)
+
+Outcome = Literal["approve", "review", "deny"]
+
+
+class RulesetRule(Shape):
+    id: str
+    description: str
+    condition: str
+    outcome: Outcome
+    weight: float
+    final: bool
+
+
+class RulesetSummary(Shape):
+    id: str
+    object: Literal["ruleset"]
+    version: int
+    created_at: int
+    created_by: str
+    description: str
+    model: str | None
+    rule_count: int
+
+
+class Ruleset(RulesetSummary):
+    input_schema: dict[str, Any]
+    rules: list[RulesetRule]
+
+
+class RulesetList(ListPage):
+    data: list[RulesetSummary]
+
+
+class DecisionRuleset(Shape):
+    id: str
+    version: int | None
+
+
+class DecisionRuleFired(Shape):
+    id: str
+    outcome: Outcome
+    weight: float
+    final: bool
+
+
+class DecisionRuleError(Shape):
+    id: str
+    outcome: Outcome
+    final: bool
+    message: str
+
+
+class DecisionVerdict(Shape):
+    decision: Outcome
+    confidence: float
+    reasons: list[str]
+
+
+class DecisionVerdictProblem(Shape):
+    kind: Literal["blank", "invalid_json", "schema_mismatch"]
+    detail: str
+
+
+class DecisionModel(Shape):
+    model: str
+    attempts: int
+    raw: str | None
+    verdict: DecisionVerdict | None
+    problem: DecisionVerdictProblem | None
+
+
+class Decision(Shape):
+    id: str
+    object: Literal["decision"]
+    created_at: int
+    ruleset: DecisionRuleset
+    decision: Outcome
+    decided_by: str
+    reasons: list[str]
+    rules_fired: list[DecisionRuleFired]
+    rule_errors: list[DecisionRuleError]
+    score: float
+    model: DecisionModel | None
+    usage: CompletionUsage
+    latency_ms: int
+    input_hash: str
+    cache: Literal["hit", "miss"] | None
+    cached_from: str | None
+
+
+class DecisionList(ListPage):
+    data: list[Decision]
+
+
 SHAPES: tuple[type[BaseModel], ...] = (
     Error,
     Health,
@@ -310,4 +417,8 @@ SHAPES: tuple[type[BaseModel], ...] = (
     Batch,
     BatchList,
     Usage,
+    Ruleset,
+    RulesetList,
+    Decision,
+    DecisionList,
 )
