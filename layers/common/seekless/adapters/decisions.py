@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from seekless.adapters.dynamo_items import collect_page, error_code, from_item, store_error, to_item
+from seekless.adapters.dynamo_items import collect_page, default_client, error_code, from_item, store_error, to_item
 from seekless.contracts import Usage
 from seekless.decisions import (
     RulesetSummary,
@@ -61,12 +61,6 @@ VERSION = "V#"
 _LAST = "\U0010ffff"  # sorts after every id
 
 
-def _default_client() -> DynamoDBClient:
-    import boto3
-
-    return boto3.client("dynamodb")
-
-
 def _decimals(value: Any) -> Any:
     """Floats as the Decimals DynamoDB takes (exactly their shortest repr), inside lists and maps too."""
     if isinstance(value, float):
@@ -85,7 +79,7 @@ class DynamoRulesetStore:
         self, table_name: str, *, client: DynamoDBClient | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         self._table = table_name
-        self._client = client or _default_client()
+        self._client = client or default_client()
         self._clock = clock
 
     @staticmethod
@@ -212,7 +206,7 @@ class DynamoDecisionStore:
     ) -> None:
         self._table = table_name
         self._retention_seconds = retention_days * 86_400
-        self._client = client or _default_client()
+        self._client = client or default_client()
         self._clock = clock
 
     def _alive(self, item: dict[str, Any]) -> bool:

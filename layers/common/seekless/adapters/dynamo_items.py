@@ -33,6 +33,12 @@ THROTTLED = frozenset(
 )
 
 
+def default_client() -> DynamoDBClient:
+    import boto3
+
+    return boto3.client("dynamodb")
+
+
 def to_item(values: dict[str, Any]) -> dict[str, Any]:
     """Python values to DynamoDB attribute values; None means "leave the attribute out"."""
     return {k: _serializer.serialize(v) for k, v in values.items() if v is not None}

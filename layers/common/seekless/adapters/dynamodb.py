@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from seekless.adapters.dynamo_items import collect_page, error_code, from_item, store_error, to_item
+from seekless.adapters.dynamo_items import collect_page, default_client, error_code, from_item, store_error, to_item
 from seekless.errors import Conflict, InvalidRequest, NotFound
 from seekless.models import UNLIMITED, ApiKeyRecord, KeyLimits, Page, Session, StoredMessage
 
@@ -56,12 +56,6 @@ def _unknown_key(key_id: str) -> NotFound:
     return NotFound(f"No API key with id '{key_id}'.", code="key_not_found")
 
 
-def _default_client() -> DynamoDBClient:
-    import boto3
-
-    return boto3.client("dynamodb")
-
-
 class DynamoSessionStore:
     def __init__(
         self,
@@ -73,7 +67,7 @@ class DynamoSessionStore:
     ) -> None:
         self._table = table_name
         self._ttl_seconds = ttl_days * 86_400
-        self._client = client or _default_client()
+        self._client = client or default_client()
         self._clock = clock
 
     @staticmethod
@@ -320,7 +314,7 @@ class DynamoKeyStore:
         self, table_name: str, *, client: DynamoDBClient | None = None, clock: Callable[[], float] = time.time
     ) -> None:
         self._table = table_name
-        self._client = client or _default_client()
+        self._client = client or default_client()
         self._clock = clock
 
     # -- the request path
