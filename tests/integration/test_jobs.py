@@ -470,10 +470,10 @@ def test_submitting_sends_the_generation_job_contract(
     job = service.submit(DEV, chat(), session_id="sess_9").job
     (message,) = sqs.receive_message(QueueUrl=queue_urls["JobsQueue"], MessageAttributeNames=["All"])["Messages"]
     sent = GenerationJob.model_validate_json(message["Body"])
-    assert sent.job_id == job.id and sent.version == 2
+    assert sent.job_id == job.id and sent.version == 3
     assert (sent.tenant_id, sent.key_id, sent.session_id, sent.connection_id) == ("dev", "dev", "sess_9", None)
     assert sent.request == chat()
-    assert message["MessageAttributes"]["contract"]["StringValue"] == "GenerationJob/v2"
+    assert message["MessageAttributes"]["contract"]["StringValue"] == "GenerationJob/v3"
 
 
 def test_an_unreachable_queue_fails_the_job_instead_of_leaving_it_queued(store: DynamoJobStore, sqs: Any) -> None:

@@ -16,13 +16,17 @@ def _arn(logical_id: str) -> dict[str, Any]:
     return {"Fn::GetAtt": [logical_id, "Arn"]}
 
 
-def test_new_batch_files_notify_the_uploads_queue_and_nothing_else(template: dict[str, Any]) -> None:
+def test_new_batch_and_decision_files_notify_the_uploads_queue_and_nothing_else(template: dict[str, Any]) -> None:
     bucket = template["Resources"]["JobsBucket"]
-    (notification,) = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
-    assert notification["Queue"] == _arn("BatchUploadsQueue")
-    assert notification["Event"] == "s3:ObjectCreated:*"
-    rules = {r["Name"]: r["Value"] for r in notification["Filter"]["S3Key"]["Rules"]}
-    assert rules == {"prefix": "batches/input/", "suffix": ".jsonl"}  # results never re-trigger ingest
+    notifications = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert [n["Queue"] for n in notifications] == [_arn("BatchUploadsQueue")] * 2
+    assert {n["Event"] for n in notifications} == {"s3:ObjectCreated:*"}
+    rules = [{r["Name"]: r["Value"] for r in n["Filter"]["S3Key"]["Rules"]} for n in notifications]
+    # Results (batches/output/, batches/errors/) never re-trigger ingest.
+    assert rules == [
+        {"prefix": "batches/input/", "suffix": ".jsonl"},
+        {"prefix": "decisions/input/", "suffix": ".jsonl"},
+    ]
     assert bucket["DependsOn"] == "BatchUploadsQueuePolicy"  # S3 checks it may send when configured
 
 
@@ -63,6 +67,8 @@ def test_batch_ingest_reads_inputs_writes_results_and_creates_jobs_only(transfor
     files = {"s3:GetObject", "s3:PutObject"}
     assert granted == {
         resource_key({"Fn::Sub": "${JobsBucket.Arn}/batches/input/*"}): {"s3:GetObject"},
+        resource_key({"Fn::Sub": "${JobsBucket.Arn}/decisions/input/*"}): {"s3:GetObject"},
+        resource_key(_arn("RulesetsTable")): {"dynamodb:GetItem"},  # a decisions file's lines are checked
         **{
             resource_key({"Fn::Sub": f"${{JobsBucket.Arn}}/batches/{p}/*"}): files for p in ("work", "output", "errors")
         },

@@ -42,10 +42,14 @@ def test_decisions_expire_after_the_retention_and_ruleset_versions_never_do(temp
     assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 400, 1)
 
 
-def test_only_the_rest_function_touches_them_and_only_with_what_it_uses(transformed: dict[str, Any]) -> None:
+def test_only_the_rest_and_ingest_functions_touch_them_and_only_with_what_they_use(
+    transformed: dict[str, Any],
+) -> None:
     roles = function_roles(transformed)
     users = {name for name, role in roles.items() if {RULESETS, DECISIONS} & set(grants(role))}
-    assert users == {"RestApiFunction"}
+    assert users == {"RestApiFunction", "BatchIngestFunction"}
+    ingest = grants(roles["BatchIngestFunction"])
+    assert ingest[RULESETS] == {"dynamodb:GetItem"} and DECISIONS not in ingest  # checks lines, decides none
     granted = grants(roles["RestApiFunction"])
     # A push is a transaction of two conditional Puts (IAM authorizes each as PutItem); no update or
     # delete of either table is ever granted: versions and decisions are written once.
@@ -53,8 +57,16 @@ def test_only_the_rest_function_touches_them_and_only_with_what_it_uses(transfor
     assert granted[DECISIONS] == {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"}
 
 
-def test_the_worker_task_role_is_granted_neither(template: dict[str, Any]) -> None:
-    assert not {RULESETS, DECISIONS} & set(grants(template["Resources"]["WorkerTaskRole"]))
+def test_the_worker_task_role_reads_ruleset_versions_and_puts_decisions_only(template: dict[str, Any]) -> None:
+    granted = grants(template["Resources"]["WorkerTaskRole"])
+    assert granted[RULESETS] == {"dynamodb:GetItem"}  # a decisions file's line names its pinned version
+    assert granted[DECISIONS] == {"dynamodb:PutItem"}  # each decision is written once, never read back here
+    containers = template["Resources"]["WorkerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    (worker,) = [c for c in containers if c["Name"] == "worker"]
+    environment = {pair["Name"]: pair["Value"] for pair in worker["Environment"]}
+    assert environment["SEEKLESS_RULESETS_TABLE"] == {"Ref": "RulesetsTable"}
+    assert environment["SEEKLESS_DECISIONS_TABLE"] == {"Ref": "DecisionsTable"}
+    assert environment["SEEKLESS_DECISION_RETENTION_DAYS"] == {"Ref": "DecisionRetentionDays"}
 
 
 def test_the_rest_function_is_told_the_tables_and_the_retention(template: dict[str, Any]) -> None:

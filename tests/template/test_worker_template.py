@@ -319,6 +319,9 @@ WORKER_GRANTS = {
         resource_key({"Fn::Sub": f"${{JobsBucket.Arn}}/batches/{part}/*"}): {"s3:GetObject", "s3:PutObject"}
         for part in ("work", "output", "errors")
     },
+    # Decisions files: the pinned ruleset version is read, each decision put once.
+    resource_key(_getatt_arn("RulesetsTable")): {"dynamodb:GetItem"},
+    resource_key(_getatt_arn("DecisionsTable")): {"dynamodb:PutItem"},
     # Replies to queued requests: the stack's replies queue and prefix only.
     resource_key(_getatt_arn("RepliesQueue")): {"sqs:SendMessage"},
     resource_key({"Fn::Sub": "${JobsBucket.Arn}/replies/*"}): {"s3:PutObject"},

@@ -126,7 +126,7 @@ def test_a_missing_job_is_not_found(action: str) -> None:
 
 def test_a_job_leaves_for_the_queue_as_the_generation_job_contract() -> None:
     sent = dataclasses.replace(QUEUED, session_id="sess_1").to_generation_job()
-    assert isinstance(sent, GenerationJob) and sent.version == 2
+    assert isinstance(sent, GenerationJob) and sent.version == 3
     assert (sent.job_id, sent.tenant_id, sent.key_id, sent.session_id) == ("job_1", "dev", "key-1", "sess_1")
     assert sent.connection_id is None and sent.request == chat()
 

@@ -20,6 +20,15 @@ A batch moves forward only::
   finishes the batch.
 
 Nothing is dropped silently: every input line appears in exactly one of the two files.
+
+Decisions in bulk (docs/DECISIONS.md): a file under ``decisions/input/<tenant>/`` is a batch whose
+endpoint is ``/v1/decisions``. Each line is POST /v1/decisions' body plus ``custom_id``; it is checked
+at the split as the route would check it (the ruleset exists, the record fits its input schema, the
+model exists), and each ruleset's version is pinned then (the line's, else the latest the first line
+naming it found), so the whole file is decided under one version per ruleset. Its jobs carry a
+``decision`` instead of a chat request; the worker decides them, and everything else (counting, the
+finalizer, the sweeper, the output and errors files under ``batches/output/`` and ``batches/errors/``)
+is the chat batches' own.
 """
 
 from __future__ import annotations
@@ -39,12 +48,14 @@ from urllib.parse import unquote_plus
 
 from pydantic import ValidationError
 
-from seekless.contracts import ChatCompletionRequest, GenerationJob
+from seekless.contracts import ChatCompletionRequest, DecisionJob, GenerationJob
 from seekless.errors import Conflict, NotFound, SeeklessError, ServiceUnavailable
 from seekless.jobs import Job, JobStatus
 from seekless.models import Principal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from seekless.chat import ChatService
     from seekless.models import Page
 
@@ -55,6 +66,8 @@ OUTPUT_PREFIX = "batches/output/"
 ERRORS_PREFIX = "batches/errors/"
 WORK_PREFIX = "batches/work/"
 ENDPOINT = "/v1/chat/completions"
+DECISIONS_INPUT_PREFIX = "decisions/input/"
+DECISIONS_ENDPOINT = "/v1/decisions"
 COMPLETION_WINDOW = "24h"
 CUSTOM_ID_MAX = 512
 INGEST_CHUNK = 100  # valid lines written (and checkpointed) together
@@ -108,6 +121,11 @@ class Batch:
         return self.completed + self.failed + self.cancelled
 
     @property
+    def endpoint(self) -> str:
+        """What each line asks for, told by where its file was dropped."""
+        return DECISIONS_ENDPOINT if self.input_key.startswith(DECISIONS_INPUT_PREFIX) else ENDPOINT
+
+    @property
     def all_ended(self) -> bool:
         return self.ingested and self.ended >= self.jobs
 
@@ -116,7 +134,7 @@ class Batch:
         return {
             "id": self.id,
             "object": "batch",
-            "endpoint": ENDPOINT,
+            "endpoint": self.endpoint,
             "input_file_id": self.input_key,
             "completion_window": COMPLETION_WINDOW,
             "status": str(self.status),
@@ -156,25 +174,35 @@ def line_job_id(batch_id: str, line: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class BatchSource:
-    """One S3 object that starts a batch: ``batches/input/<tenant>/<name>.jsonl``."""
+    """One S3 object that starts a batch: ``batches/input/<tenant>/<name>.jsonl`` (chat requests) or
+    ``decisions/input/<tenant>/<name>.jsonl`` (decisions)."""
 
     bucket: str
     key: str
     tag: str  # the object's version id, else its sequencer, else its ETag: a redelivery has the same
 
     @property
+    def prefix(self) -> str | None:
+        return next((p for p in (INPUT_PREFIX, DECISIONS_INPUT_PREFIX) if self.key.startswith(p)), None)
+
+    @property
     def tenant_id(self) -> str | None:
-        """The first path segment under batches/input/, when it is a plausible tenant id (it becomes part
+        """The first path segment under the input prefix, when it is a plausible tenant id (it becomes part
         of every key the batch writes, so nothing that could forge another key's shape gets through)."""
-        parts = self.key.removeprefix(INPUT_PREFIX).split("/")
-        if not self.key.startswith(INPUT_PREFIX) or len(parts) < 2:
+        if self.prefix is None:
+            return None
+        parts = self.key.removeprefix(self.prefix).split("/")
+        if len(parts) < 2:
             return None
         return parts[0] if TENANT_PATTERN.fullmatch(parts[0]) else None
 
     def batch_id(self) -> str:
         """The id reserved by ``POST /v1/batches/uploads`` when the name is one, else one derived from the
-        object (so every delivery of the same upload names the same batch)."""
+        object (so every delivery of the same upload names the same batch). Uploads are reserved for chat
+        batches only: a decisions file's batch id is always derived."""
         name = self.key.rsplit("/", 1)[-1].removesuffix(".jsonl")
+        if self.prefix == DECISIONS_INPUT_PREFIX:
+            return self.derived_batch_id()
         if name.startswith("batch_") and len(name) == 30 and all(c in "0123456789abcdef" for c in name[6:]):
             return name
         return self.derived_batch_id()
@@ -230,9 +258,19 @@ def read_lines(chunks: Iterable[bytes], *, max_line_bytes: int) -> Iterator[tupl
 
 @dataclass(frozen=True, slots=True)
 class BatchLine:
+    """A valid line: a chat request, or (a decisions file) a decision; exactly one of the two."""
+
     number: int
     custom_id: str
-    request: ChatCompletionRequest
+    request: ChatCompletionRequest | None
+    decision: DecisionJob | None = None
+
+    @property
+    def model(self) -> str:
+        if self.request is not None:
+            return self.request.model
+        assert self.decision is not None and self.decision.model is not None
+        return self.decision.model
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,6 +292,37 @@ class LineError:
 
 
 _FIELDS = frozenset({"custom_id", "method", "url", "body"})
+_DECISION_FIELDS = frozenset({"custom_id", "ruleset", "version", "input", "model"})
+
+
+def _line_object(
+    number: int, raw: bytes | None, max_line_bytes: int, fields: str
+) -> tuple[dict[str, Any], str] | LineError:
+    """(the line's JSON object, its custom_id), or the error that ends the line's checks."""
+
+    def error(code: str, message: str) -> LineError:
+        return LineError(number=number, custom_id=None, code=code, message=message)
+
+    if raw is None:
+        return error("line_too_large", f"The line is longer than {max_line_bytes} bytes.")
+    if not raw.strip():
+        return error("empty_line", "The line is empty; every line must be one JSON request.")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        return error("invalid_json", f"The line is not valid JSON: {exc}.")
+    except RecursionError:  # deeper than Python's parser goes: one bad line, not a failed batch
+        return error("invalid_json", "The line nests JSON too deeply.")
+    if not isinstance(data, dict):
+        return error("invalid_line", f"The line must be a JSON object with {fields}.")
+    custom_id = data.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id or len(custom_id) > CUSTOM_ID_MAX:
+        return error("invalid_custom_id", f"custom_id must be a string of 1 to {CUSTOM_ID_MAX} characters.")
+    return data, custom_id
+
+
+def _digest(custom_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big")
 
 
 class LineValidator:
@@ -271,21 +340,10 @@ class LineValidator:
         def error(code: str, message: str, custom_id: str | None = None) -> LineError:
             return LineError(number=number, custom_id=custom_id, code=code, message=message)
 
-        if raw is None:
-            return error("line_too_large", f"The line is longer than {max_line_bytes} bytes.")
-        if not raw.strip():
-            return error("empty_line", "The line is empty; every line must be one JSON request.")
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            return error("invalid_json", f"The line is not valid JSON: {exc}.")
-        except RecursionError:  # deeper than Python's parser goes: one bad line, not a failed batch
-            return error("invalid_json", "The line nests JSON too deeply.")
-        if not isinstance(data, dict):
-            return error("invalid_line", "The line must be a JSON object with custom_id, method, url and body.")
-        custom_id = data.get("custom_id")
-        if not isinstance(custom_id, str) or not custom_id or len(custom_id) > CUSTOM_ID_MAX:
-            return error("invalid_custom_id", f"custom_id must be a string of 1 to {CUSTOM_ID_MAX} characters.")
+        parsed = _line_object(number, raw, max_line_bytes, "custom_id, method, url and body")
+        if isinstance(parsed, LineError):
+            return parsed
+        data, custom_id = parsed
         unknown = sorted(set(data) - _FIELDS)
         if unknown:
             return error("invalid_line", f"Unknown field(s): {', '.join(unknown)}.", custom_id)
@@ -296,7 +354,7 @@ class LineValidator:
         body = data.get("body")
         if not isinstance(body, dict):
             return error("missing_body", "body must be a chat completion request object.", custom_id)
-        digest = int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest(), "big")
+        digest = _digest(custom_id)
         if digest in self._seen:
             return error("duplicate_custom_id", f"custom_id {custom_id!r} appears on an earlier line.", custom_id)
         try:
@@ -318,6 +376,68 @@ class LineValidator:
         self._seen.add(digest)
         self._accepted += 1
         return BatchLine(number=number, custom_id=custom_id, request=request)
+
+
+class DecisionChecker(Protocol):
+    """What the split asks of the decisions service (``DecisionService.check_record``)."""
+
+    def check_record(
+        self, principal: Principal, ruleset_id: str, record: Any, *, version: int | None, model: str | None
+    ) -> tuple[int, str]:
+        """(the version it would be decided under, the model it would ask), or the SeeklessError the
+        route would answer (ruleset_not_found, input_schema_mismatch, model_not_found)."""
+        ...
+
+
+class DecisionLineValidator:
+    """Checks a decisions file's lines as POST /v1/decisions would check each body, and pins each
+    ruleset's version: a line without one gets the version the first such line of its ruleset found."""
+
+    def __init__(self, decisions: DecisionChecker, principal: Principal, *, max_lines: int) -> None:
+        self._decisions = decisions
+        self._principal = principal
+        self._max_lines = max_lines
+        self._seen: set[int] = set()
+        self._pinned: dict[str, int] = {}
+        self._accepted = 0
+
+    def check(self, number: int, raw: bytes | None, *, max_line_bytes: int) -> BatchLine | LineError:
+        from seekless.decisions import DecisionRequest
+
+        def error(code: str, message: str, custom_id: str | None = None) -> LineError:
+            return LineError(number=number, custom_id=custom_id, code=code, message=message)
+
+        parsed = _line_object(number, raw, max_line_bytes, "custom_id, ruleset and input")
+        if isinstance(parsed, LineError):
+            return parsed
+        data, custom_id = parsed
+        unknown = sorted(set(data) - _DECISION_FIELDS)
+        if unknown:
+            return error("invalid_line", f"Unknown field(s): {', '.join(unknown)}.", custom_id)
+        digest = _digest(custom_id)
+        if digest in self._seen:
+            return error("duplicate_custom_id", f"custom_id {custom_id!r} appears on an earlier line.", custom_id)
+        try:
+            body = DecisionRequest.model_validate({k: v for k, v in data.items() if k != "custom_id"})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "line"
+            return error("invalid_request", f"{where}: {first['msg']}.", custom_id)
+        version = body.version if body.version is not None else self._pinned.get(body.ruleset)
+        try:
+            pinned, model = self._decisions.check_record(
+                self._principal, body.ruleset, body.input, version=version, model=body.model
+            )
+        except SeeklessError as exc:
+            return error(exc.code or "invalid_request", exc.message, custom_id)
+        if body.version is None:
+            self._pinned.setdefault(body.ruleset, pinned)
+        if self._accepted >= self._max_lines:
+            return error("batch_too_large", f"A batch holds at most {self._max_lines} requests.", custom_id)
+        self._seen.add(digest)
+        self._accepted += 1
+        decision = DecisionJob(ruleset=body.ruleset, version=pinned, input=body.input, model=model)
+        return BatchLine(number=number, custom_id=custom_id, request=None, decision=decision)
 
 
 # -- the output files ------------------------------------------------------------------------------
@@ -451,6 +571,7 @@ class BatchService:
         max_line_bytes: int,
         owner: str | None = None,
         finalize_lease_seconds: float = FINALIZE_LEASE_SECONDS,
+        decisions: Callable[[], DecisionChecker] | None = None,
     ) -> None:
         self._batches = batches
         self._jobs = jobs
@@ -461,6 +582,7 @@ class BatchService:
         self._max_line_bytes = max_line_bytes
         self._owner = owner or "finalizer-" + secrets.token_hex(6)
         self._finalize_lease = finalize_lease_seconds
+        self._decisions = decisions  # built on first use: only the ingest of a decisions file needs it
 
     # -- the API -------------------------------------------------------------------------------------
 
@@ -522,7 +644,7 @@ class BatchService:
         (both logged)."""
         tenant_id = source.tenant_id
         if tenant_id is None:
-            logger.error("batch file %s is not under batches/input/<tenant>/; ignored", source.key)
+            logger.error("batch file %s is not under batches/ or decisions/input/<tenant>/; ignored", source.key)
             return None
         try:
             # Opened first: an object deleted before its event was handled is no batch (and no retry).
@@ -555,8 +677,17 @@ class BatchService:
             return batch
         return self._split(batch, chunks)
 
+    def _validator(self, batch: Batch) -> LineValidator | DecisionLineValidator:
+        if batch.endpoint == ENDPOINT:
+            return LineValidator(self._chat, max_lines=self._max_lines)
+        if self._decisions is None:
+            raise SeeklessError("Decision batches need the rulesets table (SEEKLESS_RULESETS_TABLE).")
+        # The batch's own principal: its rulesets are the tenant's.
+        principal = Principal(tenant_id=batch.tenant_id, key_id=batch.key_id)
+        return DecisionLineValidator(self._decisions(), principal, max_lines=self._max_lines)
+
     def _split(self, batch: Batch, chunks: Iterator[bytes]) -> Batch:
-        validator = LineValidator(self._chat, max_lines=self._max_lines)
+        validator = self._validator(batch)
         resume_from = batch.checkpoint
         valid = invalid = 0
         pending: list[BatchLine] = []

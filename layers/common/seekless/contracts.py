@@ -317,26 +317,55 @@ class ReplyTo(BaseModel):
 JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 
 
+class DecisionJob(BaseModel):
+    """A decision to make (a line of a decisions file): POST /v1/decisions' body with the ruleset's
+    version pinned when the batch was split, so every line of a file is decided under one version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ruleset: str
+    version: Annotated[int, Field(ge=1)]
+    input: dict[str, Any]
+    model: str | None = None
+
+
 class GenerationJob(BaseModel):
     """One generation, whoever asked for it: a WebSocket chat handed to the generator function, a REST
     job, a line of a batch file or a queued request, as SQS carries it to the GPU worker.
 
     A contract change is a version bump. v2 added ``batch_id`` (the job is a line of that batch: its end
     is counted there) and ``reply_to`` (put the reply there); a v1 message still parses (both absent).
+    v3 added ``decision`` (a line of a decisions file: the worker decides it instead of chatting); such a
+    job carries no ``request``, every other job exactly one. v1 and v2 messages still parse.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Literal[1, 2] = 2
+    version: Literal[1, 2, 3] = 3
     job_id: str  # the WebSocket request_id
     tenant_id: str
     key_id: str
-    request: ChatCompletionRequest
+    request: ChatCompletionRequest | None = None
     session_id: str | None = None
     connection_id: str | None = None  # sink: stream frames to this WebSocket connection
     created_at: float = Field(default_factory=time.time)
     batch_id: str | None = None
     reply_to: ReplyTo | None = None
+    decision: DecisionJob | None = None
+
+    @model_validator(mode="after")
+    def _request_or_decision(self) -> GenerationJob:
+        if (self.request is None) == (self.decision is None):
+            raise ValueError("a job carries exactly one of request and decision")
+        if self.decision is not None and (self.version < 3 or self.connection_id or self.session_id):
+            raise ValueError("a decision job is v3, with no connection and no session")
+        return self
+
+    def chat_request(self) -> ChatCompletionRequest:
+        """The chat request of a job that is not a decision."""
+        if self.request is None:
+            raise ValueError(f"job {self.job_id} is a decision, not a chat")
+        return self.request
 
 
 class RequestMessage(BaseModel):

@@ -254,7 +254,41 @@ class DecisionService:
         self._remember(tenant_id, compiled)
         return compiled
 
+    def using(self, chat: ChatService) -> DecisionService:
+        """The same service asking through another ChatService (the worker's per-job one), sharing the
+        compiled rulesets."""
+        twin = DecisionService(
+            rulesets=self._rulesets,
+            decisions=self._decisions,
+            chat=chat,
+            cache=self._cache,
+            settings=self._settings,
+            telemetry=self._telemetry,
+            clock=self._clock,
+            monotonic=self._monotonic,
+        )
+        twin._compiled = self._compiled
+        return twin
+
     # -- decisions -------------------------------------------------------------------------------------
+
+    def check_record(
+        self, principal: Principal, ruleset_id: str, record: Any, *, version: int | None, model: str | None
+    ) -> tuple[int, str]:
+        """What ``decide`` would refuse before deciding, without deciding: an unknown ruleset or version,
+        a record that does not fit the input schema, an unknown model. Returns (the version the record
+        would be decided under, the model that would be asked if no rule settles it)."""
+        compiled = self._ruleset(principal.tenant_id, ruleset_id, version)
+        compiled.check(record)
+        model_name = model or compiled.spec.model or self._settings.decision_model
+        if model_name not in self._settings.models:
+            raise InvalidRequest(
+                f"The model '{model_name}' does not exist. Available: {', '.join(sorted(self._settings.models))}.",
+                code="model_not_found",
+                param="model",
+            )
+        assert compiled.version is not None
+        return compiled.version, model_name
 
     async def decide(
         self,

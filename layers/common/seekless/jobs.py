@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
-from seekless.contracts import ChatCompletionRequest, GenerationJob, ReplyTo
+from seekless.contracts import ChatCompletionRequest, DecisionJob, GenerationJob, ReplyTo
 from seekless.errors import (
     Conflict,
     InvalidRequest,
@@ -106,6 +106,7 @@ class Job:
     wait_reason: str | None = None  # while deferred: the limit's error code
     not_before: float | None = None  # while deferred: when its delayed message comes back
     deferred_message: str | None = None  # while deferred: the id of that message, the only one that may claim it
+    decision: DecisionJob | None = None  # a decisions file's line: decided, not chatted (no ``request``)
 
     def to_api(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -136,13 +137,14 @@ class Job:
 
     def to_generation_job(self) -> GenerationJob:
         """The queue message: the shared, versioned contract (no connection: a REST job's sink is its record)."""
-        if self.request is None:
+        if self.request is None and self.decision is None:
             raise ValueError("a job read from a listing carries no request")
         return GenerationJob(
             job_id=self.id,
             tenant_id=self.tenant_id,
             key_id=self.key_id,
             request=self.request,
+            decision=self.decision,
             session_id=self.session_id,
             created_at=float(self.created_at),
             batch_id=self.batch_id,

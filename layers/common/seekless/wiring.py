@@ -487,6 +487,24 @@ def batch_service() -> BatchService:
         chat=validation_chat(),
         max_lines=config.batch_max_lines,
         max_line_bytes=config.batch_max_line_bytes,
+        decisions=batch_decisions,
+    )
+
+
+@per_environment
+def batch_decisions() -> DecisionService:
+    """Checks a decisions file's lines at ingest (rulesets read, nothing asked or stored), and decides
+    them in the worker, where each job asks through its own ChatService (``DecisionService.using``)."""
+    from seekless.decisions import DecisionService
+
+    config = settings()
+    return DecisionService(
+        rulesets=ruleset_store(),
+        decisions=decision_store(),
+        chat=validation_chat(),
+        cache=decision_cache(),
+        settings=config,
+        telemetry=telemetry(),
     )
 
 
@@ -644,6 +662,7 @@ def worker() -> Worker:
         limiter=limiters(),
         limits_for=limits_by_key_id(),
         auditor=auditor(),
+        decisions=batch_decisions(),
     )
 
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from seekless.adapters.dynamo_items import collect_page, error_code, from_item, store_error, to_item
-from seekless.contracts import ChatCompletionRequest, ReplyTo
+from seekless.contracts import ChatCompletionRequest, DecisionJob, ReplyTo
 from seekless.errors import ServiceUnavailable
 from seekless.jobs import (
     Action,
@@ -185,6 +185,7 @@ class DynamoJobStore:
             wait_reason=data.get("wait_reason"),
             not_before=float(data["not_before"]) if data.get("not_before") is not None else None,
             deferred_message=data.get("deferred_message"),
+            decision=DecisionJob.model_validate_json(data["decision"]) if data.get("decision") else None,
         )
 
     # -- create --------------------------------------------------------------------------------------
@@ -324,8 +325,7 @@ class DynamoJobStore:
             "tenant_id": tenant_id,
             "key_id": key_id,
             "status": str(JobStatus.QUEUED),
-            "model": line.request.model,
-            "request": line.request.model_dump_json(exclude_none=True),
+            "model": line.model,
             "attempts": 0,
             "progress_tokens": 0,
             "created_at": int(now),
@@ -335,6 +335,10 @@ class DynamoJobStore:
             "custom_id": line.custom_id,
             "line": line.number,
         }
+        if line.request is not None:
+            values["request"] = line.request.model_dump_json(exclude_none=True)
+        if line.decision is not None:
+            values["decision"] = line.decision.model_dump_json(exclude_none=True)
         return {**self._key(tenant_id, job_id), **to_item(values)}
 
     def put_batch_jobs(

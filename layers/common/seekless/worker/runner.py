@@ -63,7 +63,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
@@ -80,6 +80,10 @@ from seekless.ports import ChatModel, JobLeases, JobMessages, QueueMessage, Sess
 from seekless.queued import JobEndings
 from seekless.telemetry import NullTelemetry, Telemetry
 from seekless.ws.generator import Connections, FrameEmitter, Generator, Notifier, RequestLog, StreamingOptions
+
+if TYPE_CHECKING:
+    from seekless.decisions import DecisionService
+    from seekless.rules import DecisionResult
 
 logger = logging.getLogger("seekless.worker")
 SNAPSHOT_CHECK_SECONDS = 0.1
@@ -190,7 +194,7 @@ class _Tap:
         assert self.end is not None
         return self.builder.build(
             id=f"chatcmpl-{job.job_id}",
-            model=job.request.model,
+            model=job.chat_request().model,
             finish_reason=self.end.finish_reason,
             usage=self.end.usage,
         )
@@ -285,6 +289,7 @@ class Worker:
         limiter: RateLimiter | Sequence[RateLimiter] | None = None,
         limits_for: Callable[[str], KeyLimits] | None = None,
         auditor: Auditor | None = None,
+        decisions: DecisionService | None = None,
     ) -> None:
         self.config = config
         self.owner = owner or default_owner()
@@ -301,6 +306,7 @@ class Worker:
         self._limiter = limiter
         self._limits_for = limits_for
         self._auditor = auditor or Auditor(telemetry=self._telemetry)
+        self._decisions = decisions  # decides the lines of decisions files (jobs that carry a decision)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         # Every running job's (status, lease owner), refreshed for all of them by one batched read per
@@ -535,7 +541,9 @@ class Worker:
         tap = _Tap(self._model)
         chat = self._chat(tap)
         deadline = time.monotonic() + self.config.job_deadline_seconds
-        generating = asyncio.create_task(self._generate(job, chat, tap, deadline))
+        generating: asyncio.Task[PreparedChat | DecisionResult] = asyncio.create_task(
+            self._decide(job, chat, deadline) if job.decision is not None else self._generate(job, chat, tap, deadline)
+        )
         try:
             await self._supervise(job, message, generating, tap, state)
         finally:
@@ -553,7 +561,7 @@ class Worker:
             await self._delete(message)
             return
         try:
-            prepared = generating.result()
+            outcome = generating.result()
         except _ClientCancelled:
             with contextlib.suppress(JobConflict):
                 await asyncio.to_thread(self._jobs.cancel, job.tenant_id, job.job_id)
@@ -566,7 +574,11 @@ class Worker:
             else:
                 await self._fail(job, message, error)
             return
-        await self._succeed(job, message, prepared, tap.result(job))
+        if isinstance(outcome, PreparedChat):
+            reply = tap.result(job)
+            await self._succeed(job, message, reply.to_completion(), [*outcome.new_messages, reply.message()])
+        else:
+            await self._succeed(job, message, outcome.to_api(), None)
 
     def _chat(self, model: ChatModel) -> ChatService:
         """A ChatService per job (cheap): its model is the job's tap; no response cache (a leader that
@@ -636,12 +648,32 @@ class Worker:
             return False
         return True
 
+    async def _decide(self, job: GenerationJob, chat: ChatService, deadline: float) -> DecisionResult:
+        """A decisions file's line: the ruleset's rules, then DeepSeek only if they leave it open, through
+        the job's ChatService (the key's limits, the breaker, retries and JSON-mode re-asks all apply).
+        The decision is stored by the decisions service; its API object becomes the job's result."""
+        decision = job.decision
+        assert decision is not None
+        if self._decisions is None:
+            raise ServiceUnavailable(
+                "This worker cannot make decisions (no rulesets table configured).", code="decisions_unavailable"
+            )
+        principal = Principal(tenant_id=job.tenant_id, key_id=job.key_id)
+        return await self._decisions.using(chat).decide(
+            principal,
+            decision.ruleset,
+            decision.input,
+            version=decision.version,
+            model=decision.model,
+            deadline=deadline,
+        )
+
     async def _generate(self, job: GenerationJob, chat: ChatService, tap: _Tap, deadline: float) -> PreparedChat:
         principal = Principal(tenant_id=job.tenant_id, key_id=job.key_id)
         frames = self._frames if job.connection_id else None
         try:
             prepared = await asyncio.to_thread(
-                chat.prepare, job.request, principal, headers={}, deadline=deadline, session_id=job.session_id
+                chat.prepare, job.chat_request(), principal, headers={}, deadline=deadline, session_id=job.session_id
             )
         except SeeklessError:
             if frames is not None:
@@ -686,7 +718,7 @@ class Worker:
         self,
         job: GenerationJob,
         message: QueueMessage,
-        generating: asyncio.Task[PreparedChat],
+        generating: asyncio.Task[Any],
         tap: _Tap,
         state: _RunState,
     ) -> None:
@@ -713,7 +745,7 @@ class Worker:
         self,
         job: GenerationJob,
         message: QueueMessage,
-        generating: asyncio.Task[PreparedChat],
+        generating: asyncio.Task[Any],
         tap: _Tap,
         state: _RunState,
         next_beat: float,
@@ -772,7 +804,7 @@ class Worker:
         else:
             state.lease_lost = True
 
-    async def _stop_generation(self, job: GenerationJob, generating: asyncio.Task[PreparedChat]) -> None:
+    async def _stop_generation(self, job: GenerationJob, generating: asyncio.Task[Any]) -> None:
         if job.connection_id and self._frames is not None:
             # The generator's own cancel path ends the client's stream with done/cancelled.
             with contextlib.suppress(Exception):
@@ -782,12 +814,14 @@ class Worker:
         await asyncio.gather(generating, return_exceptions=True)
 
     async def _succeed(
-        self, job: GenerationJob, message: QueueMessage, prepared: PreparedChat, result: ChatResult
+        self,
+        job: GenerationJob,
+        message: QueueMessage,
+        result: dict[str, Any],
+        session_messages: list[dict[str, Any]] | None,
     ) -> None:
         try:
-            await asyncio.to_thread(
-                self._jobs.succeed, job.tenant_id, job.job_id, result.to_completion(), owner=self.owner
-            )
+            await asyncio.to_thread(self._jobs.succeed, job.tenant_id, job.job_id, result, owner=self.owner)
         except JobConflict as conflict:
             current = conflict.current
             if conflict.code != "job_finished" or (current is not None and current.status is not JobStatus.CANCELLED):
@@ -797,8 +831,8 @@ class Worker:
                 await self._delete(message)  # cancelled at the last moment: the cancel stands
             return  # else: lease lost, the new holder finishes the job
         self._telemetry.count("JobsSucceeded")
-        if job.session_id:
-            await self._append_session(job, [*prepared.new_messages, result.message()])
+        if job.session_id and session_messages is not None:
+            await self._append_session(job, session_messages)
         await self._ended(job)
         await self._delete(message)
 
@@ -885,7 +919,7 @@ class Worker:
         try:
             prepared = await asyncio.to_thread(
                 self._chat(self._model).prepare,
-                job.request,
+                job.chat_request(),
                 principal,
                 headers={},
                 deadline=time.monotonic() + 60,

@@ -163,7 +163,7 @@ class Generator:
         )
         try:
             prepared = self._chat.prepare(
-                job.request, principal, headers={}, deadline=deadline, session_id=job.session_id
+                job.chat_request(), principal, headers={}, deadline=deadline, session_id=job.session_id
             )
         except SeeklessError as error:
             await emitter.fail(error)
@@ -171,7 +171,7 @@ class Generator:
         # Upstream starts first; the client hears back at once while it works (thinking models take
         # long to their first token), and a cancel must work during that wait too.
         starting = asyncio.create_task(self._chat.stream(prepared))
-        await emitter.emit("start", model=job.request.model, session_id=job.session_id)
+        await emitter.emit("start", model=job.chat_request().model, session_id=job.session_id)
         while not starting.done():
             await asyncio.wait({starting}, timeout=CANCEL_POLL_SECONDS)
             if not starting.done():
