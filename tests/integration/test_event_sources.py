@@ -419,10 +419,14 @@ def test_the_stack_creates_every_resource_of_the_template_with_its_notification(
         "RepliesQueue": "seekless-replies",
     }
     s3 = boto3.client("s3", endpoint_url=app_stack.moto_url)
-    (configuration,) = s3.get_bucket_notification_configuration(Bucket="seekless-jobs")["QueueConfigurations"]
-    assert configuration["QueueArn"] == app_stack.queue_arns["BatchUploadsQueue"]
-    rules = {r["Name"].lower(): r["Value"] for r in configuration["Filter"]["Key"]["FilterRules"]}
-    assert rules == {"prefix": "batches/input/", "suffix": ".jsonl"}
+    configurations = s3.get_bucket_notification_configuration(Bucket="seekless-jobs")["QueueConfigurations"]
+    # Chat batch files and decisions files, both to the uploads queue.
+    assert {c["QueueArn"] for c in configurations} == {app_stack.queue_arns["BatchUploadsQueue"]}
+    rules = [{r["Name"].lower(): r["Value"] for r in c["Filter"]["Key"]["FilterRules"]} for c in configurations]
+    assert sorted(rules, key=lambda r: r["prefix"]) == [
+        {"prefix": "batches/input/", "suffix": ".jsonl"},
+        {"prefix": "decisions/input/", "suffix": ".jsonl"},
+    ]
     assert {p.source.function for p in app_stack.event_sources.pollers} == {"BatchIngestFunction", "RequestsFunction"}
 
 
@@ -436,6 +440,7 @@ def test_the_functions_see_the_new_resources_in_their_environment(app_stack: Loc
     summary = app_stack.summary()
     assert "SQS trigger  BatchIngestFunction ← seekless-batch-uploads" in summary
     assert "S3 → SQS     s3://seekless-jobs/batches/input/*.jsonl → seekless-batch-uploads" in summary
+    assert "S3 → SQS     s3://seekless-jobs/decisions/input/*.jsonl → seekless-batch-uploads" in summary
 
 
 def test_a_batch_file_dropped_in_the_bucket_becomes_a_batch(app_stack: LocalStack) -> None:
