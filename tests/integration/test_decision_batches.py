@@ -190,3 +190,35 @@ def test_a_decision_job_message_round_trips_and_old_messages_still_parse() -> No
         GenerationJob.model_validate({**old, "version": 3})
     with pytest.raises(ValueError, match="v3"):
         GenerationJob.model_validate({**old, "decision": decision})
+
+
+async def test_a_jobs_decision_is_made_once_however_often_the_job_runs(
+    env: Env,  # noqa: F811
+    decisions: DecisionService,
+    emulator: EmulatorServer,
+) -> None:
+    from seekless.chat import ChatService
+    from seekless.decisions import new_decision_id
+
+    name = "refunds-" + uuid.uuid4().hex[:8]
+    ruleset(DEV, decisions, name)
+    model = DeepSeekClient.from_settings(env.settings, api_key=lambda _refresh: EMULATOR_KEY)
+    asking = decisions.using(ChatService(settings=env.settings, model=model, cache=None, sessions=None))
+    job_id = "job_" + uuid.uuid4().hex
+    decision_id = new_decision_id(1_795_000_000.0, for_job=job_id)
+    assert decision_id == new_decision_id(1_795_000_000.0, for_job=job_id) != new_decision_id(1_795_000_000.0)
+
+    before = calls(emulator)
+    try:
+        runs = [
+            await asking.decide(DEV, name, {"amount": 150, "country": "DE"}, deadline=1e12, decision_id=decision_id)
+            for _ in range(3)  # the first run, then two re-runs after a lost lease
+        ]
+    finally:
+        await model.aclose()
+    assert calls(emulator) - before == 1  # DeepSeek was asked on the first run only
+    assert {run.id for run in runs} == {decision_id}
+    assert runs[1] == runs[2] == decisions.get_decision(DEV, decision_id)
+    assert runs[0].decided_by == runs[1].decided_by == "model"
+    listed = decisions.list_decisions(DEV, limit=100, after=None).items
+    assert [d.id for d in listed].count(decision_id) == 1

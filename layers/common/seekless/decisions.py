@@ -24,6 +24,7 @@ versions are immutable, so an entry never goes stale. Nothing here imports an SD
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -39,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from seekless import audit
 from seekless.caching import CACHE_HEADER, CacheMode, cache_mode
 from seekless.contracts import ChatCompletionRequest, ChatResult, Usage
-from seekless.errors import InvalidRequest, NotFound
+from seekless.errors import Conflict, InvalidRequest, NotFound
 from seekless.rules import (
     CompiledRuleset,
     DecisionResult,
@@ -96,10 +97,13 @@ def decision_not_found(decision_id: str) -> NotFound:
     return NotFound(f"No decision found with id '{decision_id}'.", code="decision_not_found")
 
 
-def new_decision_id(now: float) -> str:
-    """``dec_`` + microseconds since the epoch (14 hex digits) + 12 random hex digits: ids sort by time,
-    so a tenant's decisions list newest first straight from the table's sort key."""
-    return f"{DECISION_ID_PREFIX}{int(now * 1_000_000):014x}{secrets.token_hex(6)}"
+def new_decision_id(now: float, *, for_job: str | None = None) -> str:
+    """``dec_`` + microseconds since the epoch (14 hex digits) + 12 hex digits: ids sort by time, so a
+    tenant's decisions list newest first straight from the table's sort key. The 12 digits are random,
+    or, for a job's decision (``for_job``, with the job's creation time), derived from the job's id: every
+    run of the same job names the same decision."""
+    tail = secrets.token_hex(6) if for_job is None else hashlib.sha256(for_job.encode()).hexdigest()[:12]
+    return f"{DECISION_ID_PREFIX}{int(now * 1_000_000):014x}{tail}"
 
 
 def decision_cache_key(tenant_id: str, ruleset_id: str, version: int, record_hash: str, model: str) -> str:
@@ -300,16 +304,23 @@ class DecisionService:
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
         deadline: float,
+        decision_id: str | None = None,
     ) -> DecisionResult:
         """Decide on one record, store the decision, and return it. A record that does not fit the
-        ruleset's input schema is a 400 before anything is asked or stored."""
+        ruleset's input schema is a 400 before anything is asked or stored.
+
+        With ``decision_id`` (a job's line, run again after a lost lease or a crash) the decision is made
+        once: one already stored under that id is returned as it is, with nothing asked again."""
+        if decision_id is not None:
+            with contextlib.suppress(NotFound):
+                return self._decisions.get(principal.tenant_id, decision_id)
         started = self._monotonic()
         headers = headers or {}
         compiled = self._ruleset(principal.tenant_id, ruleset_id, version)
         outcome = evaluate(compiled, record)  # checks the record first: RecordInvalid is a 400
         record_hash = input_hash(record)
         now = self._clock()
-        decision_id = new_decision_id(now)
+        decision_id = decision_id or new_decision_id(now)
         if not needs_model(outcome):
             result = DecisionResult.of(
                 id=decision_id,
@@ -320,7 +331,7 @@ class DecisionService:
                 created_at=int(now),
                 latency_ms=self._elapsed_ms(started),
             )
-            self._decisions.put(principal.tenant_id, result, created_by=principal.key_id)
+            result = self._keep(principal, result)
             self._telemetry.count("RulesOnlyDecisions")
             return result
 
@@ -347,7 +358,7 @@ class DecisionService:
                 cache="hit",
                 cached_from=original,
             )
-            self._decisions.put(principal.tenant_id, result, created_by=principal.key_id)
+            result = self._keep(principal, result)
             return result
 
         request = ChatCompletionRequest.model_validate(
@@ -372,10 +383,20 @@ class DecisionService:
             latency_ms=self._elapsed_ms(started),
             cache="miss",
         )
-        self._decisions.put(principal.tenant_id, result, created_by=principal.key_id)
+        result = self._keep(principal, result)
         if call.verdict is not None and mode is not CacheMode.BYPASS and self._cache is not None:
             value = {"id": result.id, "model": model_name, "raw": call.raw, "verdict": call.verdict.model_dump()}
             await self._cache.put(key, value, self._settings.decision_cache_seconds)
+        return result
+
+    def _keep(self, principal: Principal, result: DecisionResult) -> DecisionResult:
+        """Store the decision; the one stored, which is this one unless another run of the same job
+        stored its own under the same id first (only a job's decision id can be taken): theirs stands."""
+        try:
+            self._decisions.put(principal.tenant_id, result, created_by=principal.key_id)
+        except Conflict:
+            logger.info("decision %s was already stored by another run of its job", result.id)
+            return self._decisions.get(principal.tenant_id, result.id)
         return result
 
     async def _ask(self, prepared: PreparedChat, model_name: str) -> tuple[ModelCall, Usage]:

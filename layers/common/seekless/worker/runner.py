@@ -652,6 +652,8 @@ class Worker:
         """A decisions file's line: the ruleset's rules, then DeepSeek only if they leave it open, through
         the job's ChatService (the key's limits, the breaker, retries and JSON-mode re-asks all apply).
         The decision is stored by the decisions service; its API object becomes the job's result."""
+        from seekless.decisions import new_decision_id
+
         decision = job.decision
         assert decision is not None
         if self._decisions is None:
@@ -666,6 +668,9 @@ class Worker:
             version=decision.version,
             model=decision.model,
             deadline=deadline,
+            # The same id on every run of this job: a run after a lost lease or a crash returns the
+            # decision already stored instead of deciding (and asking DeepSeek) again.
+            decision_id=new_decision_id(job.created_at, for_job=job.job_id),
         )
 
     async def _generate(self, job: GenerationJob, chat: ChatService, tap: _Tap, deadline: float) -> PreparedChat:
