@@ -3,12 +3,13 @@ fresh set of per-environment adapters wired to them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
+from redis.asyncio import Redis
 
 from seekless import wiring
 from seekless.adapters.dynamodb import DynamoKeyStore
@@ -59,6 +60,14 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         keys.put(hash_key(DEV_KEY), tenant_id="dev", key_id="dev")
         keys.put(hash_key(OTHER_KEY), tenant_id="other", key_id="other")
         yield client
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client of this test's clean Redis database."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

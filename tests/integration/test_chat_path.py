@@ -28,13 +28,6 @@ DEV = Principal(tenant_id="dev", key_id="k")
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def model(emulator_url: str) -> AsyncIterator[DeepSeekClient]:
     client = DeepSeekClient(
         base_url=emulator_url, api_key=lambda _refresh: "sk-emulator", retry_base_delay=0.01, retry_max_delay=0.05

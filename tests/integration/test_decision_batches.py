@@ -33,7 +33,7 @@ from seekless_local.worker import WorkerThread
 
 from .conftest import TABLES
 from .test_batches import DEV, Env, env, moto  # noqa: F401 (the fixtures this module shares)
-from .test_decisions import REFUNDS
+from .test_decisions import REFUNDS, calls
 from .test_worker import EMULATOR_KEY, FAST, _creds
 
 OTHER = Principal(tenant_id="other", key_id="other")
@@ -81,10 +81,6 @@ def ruleset(tenant: Principal, decisions: DecisionService, ruleset_id: str) -> i
 
 def line(custom_id: str, ruleset_id: str, record: dict[str, Any], **extra: Any) -> str:
     return json.dumps({"custom_id": custom_id, "ruleset": ruleset_id, "input": record, **extra})
-
-
-def calls(emulator: EmulatorServer) -> int:
-    return int(emulator.stats()["calls"])
 
 
 def test_a_decisions_file_decides_every_valid_line_and_reports_every_bad_one(

@@ -315,7 +315,7 @@ class DecisionService:
             with contextlib.suppress(NotFound):
                 return self._decisions.get(principal.tenant_id, decision_id)
         started = self._monotonic()
-        headers = headers or {}
+        headers = _lowered(headers or {})
         compiled = self._ruleset(principal.tenant_id, ruleset_id, version)
         outcome = evaluate(compiled, record)  # checks the record first: RecordInvalid is a 400
         record_hash = input_hash(record)
@@ -338,7 +338,7 @@ class DecisionService:
         model_name = model or compiled.spec.model or self._settings.decision_model
         assert compiled.version is not None
         key = decision_cache_key(principal.tenant_id, compiled.id, compiled.version, record_hash, model_name)
-        mode = cache_mode({"temperature": 0}, _lowered(headers))
+        mode = cache_mode({"temperature": 0}, headers)
         cached = await self._cached(key, model_name) if mode is CacheMode.USE else None
         if cached is not None:
             original, call = cached
@@ -369,7 +369,7 @@ class DecisionService:
                 "response_format": {"type": "json_object"},
             }
         )
-        prepared = self._chat.prepare(request, principal, headers=_lowered(headers), deadline=deadline)
+        prepared = self._chat.prepare(request, principal, headers=headers, deadline=deadline)
         call, usage = await self._ask(prepared, model_name)
         result = DecisionResult.of(
             id=decision_id,

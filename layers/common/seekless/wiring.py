@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from seekless.adapters.replies import AwsReplies
     from seekless.adapters.sqs import SqsJobMessages, SqsJobQueue
     from seekless.adapters.tickets import RedisTicketStore
-    from seekless.adapters.usage import UsageFolder, UsageLedger
+    from seekless.adapters.usage import DynamoUsageStore, UsageFolder, UsageLedger
     from seekless.adapters.ws_buffer import RedisRequestLog
     from seekless.audit import Auditor
     from seekless.auth import AdminAuthenticator, Authenticator
@@ -254,25 +254,28 @@ def decision_service() -> DecisionService:
 
 
 @per_environment
-def usage_store() -> UsageLedger:
-    """Counts in Redis when there is one (folded into the usage table every minute), else the table."""
-    from seekless.adapters.usage import DynamoUsageStore, UsageLedger
+def usage_table() -> DynamoUsageStore:
+    from seekless.adapters.usage import DynamoUsageStore
 
     config = settings()
-    table = DynamoUsageStore(config.usage_table, retention_days=config.usage_retention_days)
-    return UsageLedger(table, redis(), telemetry=telemetry())
+    return DynamoUsageStore(config.usage_table, retention_days=config.usage_retention_days)
+
+
+@per_environment
+def usage_store() -> UsageLedger:
+    """Counts in Redis when there is one (folded into the usage table every minute), else the table."""
+    from seekless.adapters.usage import UsageLedger
+
+    return UsageLedger(usage_table(), redis(), telemetry=telemetry())
 
 
 @per_environment
 def usage_folder() -> UsageFolder | None:
     """The sweeper's fold of Redis usage counters into the table; None without Redis (nothing to fold)."""
-    from seekless.adapters.usage import DynamoUsageStore, UsageFolder
+    from seekless.adapters.usage import UsageFolder
 
-    config = settings()
     client = redis_sync()
-    if client is None:
-        return None
-    return UsageFolder(DynamoUsageStore(config.usage_table, retention_days=config.usage_retention_days), client)
+    return None if client is None else UsageFolder(usage_table(), client)
 
 
 @per_environment
